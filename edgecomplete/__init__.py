@@ -1,0 +1,1 @@
+"""edgecomplete: on-device text autocompletion toolkit."""

@@ -1,0 +1,1 @@
+"""Training stage: corpora, splits, vocabulary, models, trainer, evaluation."""
