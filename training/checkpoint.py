@@ -60,7 +60,7 @@ def load(path: str | Path) -> dict:
     path = resolve(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as e:
+    except (RuntimeError, OSError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path} is not a readable checkpoint ({first_line}); retrain or re-download it") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

@@ -239,7 +239,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             state["step"] += 1
             state["batch"] += 1
             state["tokens"] += n_tokens * dist.world
-            window["loss"] += float(loss)
+            window["loss"] += loss.item()
             window["tokens"] += n_tokens * dist.world
             window["steps"] += 1
             progress.update(1)
