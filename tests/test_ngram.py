@@ -6,11 +6,11 @@ from training.evaluate import evaluate
 from training.ngram import NgramConfig, NgramModel
 
 TEXTS = [
-    "i love my dog".split(),
-    "i love my cat".split(),
-    "i love my dog so much".split(),
-    "you love my dog".split(),
-    "we miss you".split(),
+    ["i", "love", "my", "dog"],
+    ["i", "love", "my", "cat"],
+    ["i", "love", "my", "dog", "so", "much"],
+    ["you", "love", "my", "dog"],
+    ["we", "miss", "you"],
 ]
 
 

@@ -1,5 +1,6 @@
-from edge_runtime.text import normalise, normaliser, words
 import pytest
+
+from edge_runtime.text import normalise, normaliser, words
 
 
 @pytest.mark.parametrize(

@@ -133,8 +133,7 @@ def build_vocab(texts: Iterable[list[str]], max_size: int, min_count: int = 1) -
     """
     if max_size <= len(SPECIALS):
         raise UserError(
-            f"vocab size {max_size} leaves no room for words: it must exceed the "
-            f"{len(SPECIALS)} special tokens"
+            f"vocab size {max_size} leaves no room for words: it must exceed the {len(SPECIALS)} special tokens"
         )
     counts = Counter(w for text in texts for w in text)
     ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
