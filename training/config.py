@@ -41,6 +41,9 @@ class ModelConfig:
 class TrainConfig:
     data: list[str] = field(default_factory=list)  # corpus files or folders; empty = shared data
     out_dir: str = "runs/lstm"
+    # Fine-tuning: start from this model file's weights, vocabulary and model
+    # config (the `model` section is then ignored). Empty = train from scratch.
+    init_from: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     min_count: int = 2  # a word seen once is noise more often than vocabulary
     epochs: int = 4

@@ -149,7 +149,13 @@ def prepare_data(config: TrainConfig):
     splits = split_texts(sources)
     if not splits.train or not splits.val:
         raise UserError(f"the data gives {splits.counts()} texts: need some in both train and val")
-    vocab = build_vocab(splits.train, config.model.vocab_size, config.min_count)
+    if config.init_from:
+        # Fine-tuning keeps the starting model's vocabulary and shape.
+        start = checkpoint.load(config.init_from)
+        vocab = checkpoint.vocab_of(start)
+        config.model = checkpoint.config_of(start).model
+    else:
+        vocab = build_vocab(splits.train, config.model.vocab_size, config.min_count)
     config.model.vocab_size = len(vocab)
     stats = {
         "sources": [str(s) for s in sources],
@@ -188,6 +194,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     from training.models import RecurrentLM, count_parameters
 
     model = RecurrentLM(config.model)
+    if config.init_from:
+        model.load_state_dict(checkpoint.load(config.init_from)["model"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"step": 0, "epoch": 0, "batch": 0, "best_val_loss": math.inf, "bad_evals": 0, "tokens": 0}
     if resume:
