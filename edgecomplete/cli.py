@@ -22,7 +22,7 @@ def _clean_errors(fn):
 
         try:
             return fn(*args, **kwargs)
-        except (UserError, ValueError, FileNotFoundError) as e:
+        except (UserError, ValueError, OSError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
@@ -64,6 +64,30 @@ def train(config_path, data, out_dir, epochs, max_minutes, resume):
     click.echo(str(path))
 
 
+@main.command()
+@click.option("--data", multiple=True, help="Corpus file or folder; repeat for several. Default: the shared tweets.")
+@click.option("--order", default=3, show_default=True, help="n of the n-gram.")
+@click.option("--smoothing", default="stupid-backoff", show_default=True,
+              type=click.Choice(["stupid-backoff", "kneser-ney"]))  # fmt: skip
+@click.option("--vocab-size", default=10_000, show_default=True, help="Words in the vocabulary, specials included.")
+@click.option("--out", "out_dir", required=True, help="Folder to write ngram.pkl.gz into.")
+@_clean_errors
+def ngram(data, order, smoothing, vocab_size, out_dir):
+    """Fit the word n-gram baseline on the train split.
+
+    \b
+    Example:
+      edgecomplete ngram --order 3 --out runs/trigram
+      edgecomplete eval runs/trigram --data ../shared/data/sentiment140/tweets.txt --split test
+    """
+    from training.baseline import fit_ngram
+    from training.ngram import NgramConfig
+    from training.trainer import default_sources
+
+    config = NgramConfig(order=order, smoothing=smoothing, vocab_size=vocab_size)
+    click.echo(str(fit_ngram(list(data) or default_sources(), config, out_dir)))
+
+
 @main.command("eval")
 @click.argument("model_path", metavar="MODEL")
 @click.option("--data", "data_path", required=True, help="Text file, Sentiment140 CSV or folder to score.")
@@ -73,8 +97,9 @@ def train(config_path, data, out_dir, epochs, max_minutes, resume):
 @click.option("--file", "model_file", help="With a bundle: which model file to run (default: model.int8.onnx).")
 @click.option("--backend", help="With a bundle: onnxruntime, ai-edge-litert or tflite-runtime.")
 @click.option("--out", "out_path", type=click.Path(), help="Also write the JSON report to this file.")
+@click.option("--examples", default=0, show_default=True, help="Include this many texts with their completions.")
 @_clean_errors
-def eval_(model_path, data_path, split, limit, model_file, backend, out_path):
+def eval_(model_path, data_path, split, limit, model_file, backend, out_path, examples):
     """Score a model by the quality protocol; prints one JSON object.
 
     MODEL is a checkpoint, the folder that holds one, or a bundle folder.
@@ -85,13 +110,153 @@ def eval_(model_path, data_path, split, limit, model_file, backend, out_path):
     """
     from training.evaluate import evaluate_path
 
-    report = evaluate_path(model_path, data_path, split=split, limit=limit, model_file=model_file, backend=backend)
+    report = evaluate_path(
+        model_path, data_path, split=split, limit=limit, model_file=model_file, backend=backend, examples=examples
+    )
     text = json.dumps(report, indent=2)
     if out_path:
         from pathlib import Path
 
         Path(out_path).write_text(text + "\n")
     click.echo(text)
+
+
+@main.command()
+@click.argument("bundle")
+@click.argument("text")
+@click.option("--suggest", "k", type=int,
+              help="Print the K likeliest next words, or completions of the word being typed. Default: 3.")  # fmt: skip
+@click.option("--words", "n_words", type=int, help="Print the likeliest next N words as one line instead.")
+@click.option("--beam", "beam_width", default=1, show_default=True, help="Beam width for --words; 1 is greedy.")
+@click.option("--file", "model_file", default="model.int8.onnx", show_default=True, help="Which model file to run.")
+@click.option("--backend", default="auto", show_default=True,
+              type=click.Choice(["auto", "onnxruntime", "ai-edge-litert", "tflite-runtime"]))  # fmt: skip
+@_clean_errors
+def complete(bundle, text, k, n_words, beam_width, model_file, backend):
+    """Suggest the next word, or complete a phrase, after TEXT with the model in BUNDLE.
+
+    Suggestions print one per line: the word, a tab, its log-probability.
+    When TEXT ends mid-word they complete that word.
+
+    \b
+    Example:
+      edgecomplete complete artifacts/default "see you tomor"
+      edgecomplete complete artifacts/default "good morning" --words 4 --beam 4
+    """
+    import edge_runtime
+
+    if k is not None and n_words is not None:
+        raise click.UsageError("use --suggest or --words, not both")
+    model = edge_runtime.load(bundle, model_file=model_file, backend=backend)
+    if n_words is not None:
+        click.echo(" ".join(model.complete(text, n_words=n_words, beam_width=beam_width)))
+        return
+    for suggestion in model.suggest(text, k=3 if k is None else k):
+        click.echo(f"{suggestion.word}\t{suggestion.score:.3f}")
+
+
+@main.command("export")
+@click.argument("checkpoint_path", metavar="CHECKPOINT")
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Bundle folder to create.")
+@click.option("--quantize", is_flag=True, help="Also write the int8 file of each format.")
+@click.option("--format", "fmt", default="all", show_default=True, type=click.Choice(["onnx", "tflite", "all"]),
+              help="Which formats to write.")  # fmt: skip
+@click.option("--onnx-quantization", type=click.Choice(["dynamic", "static"]),
+              help="With --quantize: dynamic (default) or static (calibrated int8 activations).")  # fmt: skip
+@click.option("--tflite-quantization", type=click.Choice(["full", "dynamic"]),
+              help="With --quantize: full (default; full-integer) or dynamic (int8 weights only).")  # fmt: skip
+@click.option("--data", "data_path", help="Texts to calibrate and verify on. Default: the shared Sentiment140 tweets.")
+@click.option("--verify-positions", type=int, help="Positions at which each file is compared with PyTorch.")
+@click.option("--force", is_flag=True, help="Replace the bundle already in --out.")
+@_clean_errors
+def export_(checkpoint_path, out_dir, quantize, fmt, onnx_quantization, tflite_quantization, data_path,
+            verify_positions, force):  # fmt: skip
+    """Export a checkpoint as a verified bundle: ONNX and TFLite, fp32 and (--quantize) int8.
+
+    CHECKPOINT is a checkpoint file or the run folder that holds model.pt.
+    Every file is run beside the PyTorch model on the same test texts; the
+    comparison is printed and saved as verify.json in the bundle. An fp32
+    file that does not match PyTorch fails the export with exit status 1.
+
+    \b
+    Example:
+      edgecomplete export runs/lstm256 --out artifacts/default --quantize
+    """
+    from export.bundle import VERIFY_FILE, export_bundle
+    from export.config import FORMATS, ExportConfig
+    from export.verify import VerificationError, format_table
+    from training.errors import UserError
+
+    if not quantize and (onnx_quantization or tflite_quantization):
+        raise UserError("--onnx-quantization and --tflite-quantization choose how to quantize: add --quantize")
+    config = ExportConfig(formats=FORMATS if fmt == "all" else (fmt,), quantize=quantize, force=force)
+    for name, value in {
+        "onnx_quantization": onnx_quantization,
+        "tflite_quantization": tflite_quantization,
+        "data": data_path,
+        "verify_positions": verify_positions,
+    }.items():
+        if value is not None:
+            setattr(config, name, value)
+    try:
+        path = export_bundle(checkpoint_path, out_dir, config)
+    except VerificationError as e:
+        click.echo(format_table(e.report))
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    from pathlib import Path
+
+    click.echo(format_table(json.loads((Path(path) / VERIFY_FILE).read_text(encoding="utf-8"))))
+    click.echo(str(path))
+
+
+@main.command()
+@click.argument("bundle")
+@click.option("--targets", default="native", show_default=True,
+              help="Comma-separated: native, pi4, pi-zero-2w, emulated-aarch64.")  # fmt: skip
+@click.option(
+    "--out", "out_dir", default="out/bench", show_default=True, help="Folder for bench.json, bench.md, charts."
+)
+@click.option("--file", "files", multiple=True, help="Bundle model file to measure; repeat for several. Default: all.")
+@click.option("--checkpoint", help="PyTorch checkpoint to measure too. Default: model.pt in or beside the bundle.")
+@click.option("--distilgpt2/--no-distilgpt2", default=True, show_default=True, help="Measure the DistilGPT2 baseline.")
+@click.option("--distilgpt2-weights", default="random", show_default=True,
+              help="random, hub, or a folder of pretrained DistilGPT2 weights.")  # fmt: skip
+@click.option("--distilgpt2-dir", help="A DistilGPT2 export made elsewhere (one folder of --cache-dir), for boards.")
+@click.option("--gpt2-dir", help="GPT-2 tokenizer and DistilGPT2 config. Default: <shared data>/gpt2.")
+@click.option("--data", help="Texts whose test split gives the prompts. Default: the shared Sentiment140 tweets.")
+@click.option("--prompts", type=int, help="Prompts of median length to run (default 20).")
+@click.option("--repeats", type=int, help="Passes over the prompts for per-token latency (default 3).")
+@click.option("--eval-texts", type=int, help="Test texts scored for quality per word model; 0 = none (default 500).")
+@click.option("--cache-dir", help="Where the exported DistilGPT2 is kept. Default: ~/.cache/edgecomplete.")
+@click.option("--emulate-distilgpt2", is_flag=True, help="Also run DistilGPT2 under emulation (tens of minutes).")
+@_clean_errors
+def bench(bundle, targets, out_dir, files, checkpoint, distilgpt2, distilgpt2_weights, distilgpt2_dir, gpt2_dir, data,
+          prompts, repeats, eval_texts, cache_dir, emulate_distilgpt2):  # fmt: skip
+    """Measure every model on every target; writes bench.json, bench.md and charts, prints a table.
+
+    Each model and target runs in its own process: size on disk, peak
+    memory, load time, first-token, per-token (p50/p90/p99), completion and
+    keystroke latency. The emulated-aarch64 target needs
+    `python -m benchmarks.setup_aarch64` first.
+
+    \b
+    Example:
+      edgecomplete bench artifacts/default --targets native,pi4 --out out/bench
+    """
+    from benchmarks.bench import run_bench
+    from benchmarks.config import BenchConfig
+
+    config = BenchConfig(bundle=bundle, out_dir=out_dir, targets=[t.strip() for t in targets.split(",") if t.strip()])
+    config.files = list(files)
+    config.distilgpt2, config.distilgpt2_weights = distilgpt2, distilgpt2_weights
+    config.emulate_distilgpt2 = emulate_distilgpt2
+    given = {"checkpoint": checkpoint, "distilgpt2_dir": distilgpt2_dir, "gpt2_dir": gpt2_dir, "data": data,
+             "prompts": prompts, "repeats": repeats, "eval_texts": eval_texts, "cache_dir": cache_dir}  # fmt: skip
+    for name, value in given.items():
+        if value is not None:
+            setattr(config, name, value)
+    run_bench(config)
 
 
 if __name__ == "__main__":

@@ -149,8 +149,12 @@ def completion_metrics(scorer, cases: list[Case]) -> tuple[dict, list[list[str]]
     return rouge_scores([c.target for c in cases], predictions), predictions
 
 
-def evaluate(scorer, texts: list[list[str]]) -> dict:
-    """The whole protocol on normalised texts; one flat dict of figures."""
+def evaluate(scorer, texts: list[list[str]], examples: int = 0) -> dict:
+    """The whole protocol on normalised texts; one flat dict of figures.
+
+    `examples` first texts' prefix, target and completion are added for a
+    reader to look at (off by default: they quote the corpus).
+    """
     cases = cases_of(texts)
     if not cases:
         raise UserError(f"no text has at least {MIN_WORDS} words: nothing to score")
@@ -161,7 +165,7 @@ def evaluate(scorer, texts: list[list[str]]) -> dict:
     report = {"n": len(cases), **rouge, **next_word_metrics(scorer, kept)}
     report["examples"] = [
         {"prefix": " ".join(c.prefix), "target": " ".join(c.target), "completion": " ".join(p)}
-        for c, p in list(zip(cases, predictions))[:5]
+        for c, p in list(zip(cases, predictions))[:examples]
     ]
     return report
 
@@ -203,6 +207,7 @@ def evaluate_path(
     limit: int | None = None,
     model_file: str | None = None,
     backend: str | None = None,
+    examples: int = 0,
 ) -> dict:
     """Score the model at `model_path` on the texts of `data_path`."""
     from training.corpus import read_texts
@@ -213,5 +218,5 @@ def evaluate_path(
     texts = [t for t in read_texts([data_path], split=split) if len(t) >= MIN_WORDS]
     if limit:
         texts = texts[:limit]
-    report = evaluate(scorer, texts)
+    report = evaluate(scorer, texts, examples=examples)
     return {"model": {"path": str(model_path), **description}, "data": str(data_path), "split": split, **report}

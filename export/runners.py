@@ -1,0 +1,155 @@
+"""Run the PyTorch model and the exported files one step at a time, on the same inputs.
+
+Every runner has the same face: `initial_state(batch)` and
+`step(token_ids [B] int32, state) -> (logits [B, V], next state)`, with the
+state a list of float32 arrays [L, B, H] in the manifest's order (h, c).
+This is export's own harness for verification; the device runtime lives in
+edge_runtime and is tested on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from export.deps import require
+
+
+class TorchRunner:
+    """The reference: the trained RecurrentLM itself, not the rewritten step graph."""
+
+    max_batch = 256
+
+    def __init__(self, model):
+        self.model = model.eval()
+
+    def initial_state(self, batch: int) -> list[np.ndarray]:
+        return [s.numpy() for s in self.model.init_state(batch)]
+
+    def step(self, token_ids: np.ndarray, state: list[np.ndarray]):
+        import torch
+
+        with torch.no_grad():
+            ids = torch.from_numpy(token_ids.astype(np.int64))[:, None]
+            logits, next_state = self.model(ids, tuple(torch.from_numpy(s) for s in state))
+        return logits[:, 0].float().numpy(), [s.numpy() for s in next_state]
+
+
+class OnnxRunner:
+    max_batch = 256
+
+    def __init__(self, path: Path, state_names: Sequence[str]):
+        ort = require("onnxruntime", "Running ONNX files")
+        options = ort.SessionOptions()
+        # One thread: verification runs beside other work, and a device steps on one core.
+        options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.state_names = list(state_names)
+        self.state_shape = self.session.get_inputs()[1].shape  # [L, "batch", H]
+
+    def initial_state(self, batch: int) -> list[np.ndarray]:
+        layers, _, hidden = self.state_shape
+        return [np.zeros((layers, batch, hidden), np.float32) for _ in self.state_names]
+
+    def step(self, token_ids: np.ndarray, state: list[np.ndarray]):
+        feed = {"token_ids": token_ids.astype(np.int32), **dict(zip(self.state_names, state))}
+        outputs = self.session.run(None, feed)
+        return outputs[0], outputs[1:]
+
+
+def tflite_interpreter(path: Path, default_delegates: bool = True):
+    """LiteRT's interpreter, or TensorFlow's where ai-edge-litert is not installed.
+
+    Without default delegates the graph runs on the builtin kernels as
+    written, which is what an operator count should see (XNNPACK would fold
+    ops into one DELEGATE node).
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        lite = require("tensorflow", "Running TFLite files").lite
+        Interpreter, OpResolverType = lite.Interpreter, lite.experimental.OpResolverType  # noqa: N806
+    resolver = OpResolverType.AUTO if default_delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(model_path=str(path), num_threads=1, experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+class TfliteRunner:
+    max_batch = 1  # the TFLite graph is built for one text at a time
+
+    def __init__(self, path: Path, state_names: Sequence[str]):
+        self.interpreter = tflite_interpreter(path)
+        self.runner = self.interpreter.get_signature_runner()
+        self.state_names = list(state_names)
+        details = self.runner.get_input_details()
+        self.state_shape = tuple(details[self.state_names[0]]["shape"])
+
+    def initial_state(self, batch: int) -> list[np.ndarray]:
+        if batch != 1:
+            raise ValueError(f"a TFLite step graph takes one text at a time, not {batch}")
+        return [np.zeros(self.state_shape, np.float32) for _ in self.state_names]
+
+    def step(self, token_ids: np.ndarray, state: list[np.ndarray]):
+        outputs = self.runner(token_ids=token_ids.astype(np.int32), **dict(zip(self.state_names, state)))
+        return outputs["logits"], [outputs[f"{name}_out"] for name in self.state_names]
+
+
+def runner_for(path: Path, state_names: Sequence[str]):
+    if path.suffix == ".onnx":
+        return OnnxRunner(path, state_names)
+    if path.suffix == ".tflite":
+        return TfliteRunner(path, state_names)
+    raise ValueError(f"no runner for {path}: expected a .onnx or .tflite file")
+
+
+def next_logits(runner, sequences: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """For each sequence of n ids, the logits [n, V] after each of its positions."""
+    results: list[np.ndarray] = [None] * len(sequences)  # type: ignore[list-item]
+    for batch in _batches(sequences, runner.max_batch):
+        width = max(len(sequences[i]) for i in batch)
+        # Right padding with id 0: a padded row's later steps are computed and thrown away.
+        ids = np.zeros((len(batch), width), np.int32)
+        for row, i in enumerate(batch):
+            ids[row, : len(sequences[i])] = sequences[i]
+        state = runner.initial_state(len(batch))
+        steps = []
+        for t in range(width):
+            logits, state = runner.step(ids[:, t], state)
+            steps.append(logits)
+        stacked = np.stack(steps, axis=1)  # [B, T, V]
+        for row, i in enumerate(batch):
+            results[i] = stacked[row, : len(sequences[i])]
+    return results
+
+
+def complete(runner, prefixes: Sequence[Sequence[int]], n_words: Sequence[int], banned: np.ndarray) -> list[list[int]]:
+    """Greedy completion of each prefix by exactly n words, never choosing a `banned` id."""
+    results: list[list[int]] = [None] * len(prefixes)  # type: ignore[list-item]
+    for batch in _batches(prefixes, runner.max_batch):
+        # Prefixes of one length run together, so no padding enters the state.
+        groups: dict[int, list[int]] = {}
+        for i in batch:
+            groups.setdefault(len(prefixes[i]), []).append(i)
+        for group in groups.values():
+            ids = np.array([prefixes[i] for i in group], np.int32)  # [B, T]
+            state = runner.initial_state(len(group))
+            for t in range(ids.shape[1]):
+                logits, state = runner.step(ids[:, t], state)
+            generated = []
+            for _ in range(max(n_words[i] for i in group)):
+                next_ids = np.where(banned, -np.inf, logits).argmax(axis=-1).astype(np.int32)
+                generated.append(next_ids)
+                logits, state = runner.step(next_ids, state)
+            tokens = np.stack(generated, axis=1).tolist()
+            for row, i in enumerate(group):
+                results[i] = tokens[row][: n_words[i]]
+    return results
+
+
+def _batches(sequences: Sequence[Sequence[int]], size: int) -> list[list[int]]:
+    # Sorted by length, so a batch wastes few padded steps.
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    return [order[i : i + size] for i in range(0, len(order), size)]

@@ -1,0 +1,370 @@
+"""The export stage: step graph, ONNX and TFLite files, quantization, bundle, verification, bad input.
+
+The model is built and briefly trained here, on a slice of the shared
+tweets, so that its scores are peaked the way a real model's are: an
+untrained model scores every word alike, and top-1 agreement between two
+files would then measure rounding, not the export.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edge_runtime.manifest import load_manifest, sha256_of
+from edge_runtime.vocab import Vocab
+from edgecomplete.cli import main
+
+VOCAB_SIZE = 1_000
+DIM = 48  # embedding and hidden size: big enough that weights, not file overhead, set the int8 size ratio
+TRAIN_STEPS = 150
+
+
+def _trained_model(tweets_file: Path, arch: str = "lstm"):
+    """A small RecurrentLM trained for TRAIN_STEPS steps on the train split of `tweets_file`."""
+    import torch
+
+    from training.config import ModelConfig
+    from training.corpus import build_vocab, split_texts
+    from training.models import RecurrentLM
+
+    torch.manual_seed(0)
+    texts = split_texts([tweets_file]).train
+    vocab = build_vocab(texts, VOCAB_SIZE)
+    config = ModelConfig(arch=arch, vocab_size=len(vocab), embedding_dim=DIM, hidden_size=DIM, dropout=0.0)
+    model = RecurrentLM(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    rng = np.random.default_rng(0)
+    for _ in range(TRAIN_STEPS):
+        batch = [texts[i] for i in rng.integers(0, len(texts), 32)]
+        ids = torch.full((32, 1 + max(map(len, batch))), vocab.pad_id)
+        for row, text in enumerate(batch):
+            ids[row, : len(text) + 2] = torch.tensor([vocab.bos_id, *vocab.encode(text), vocab.eos_id])[: ids.shape[1]]
+        logits, _ = model(ids[:, :-1])
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, len(vocab)), ids[:, 1:].reshape(-1), ignore_index=vocab.pad_id
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval(), vocab
+
+
+def _save_checkpoint(model, vocab: Vocab, path: Path, version: int | None = None) -> Path:
+    from training import checkpoint
+    from training.config import TrainConfig
+
+    ckpt = {
+        "format": checkpoint.FORMAT,
+        "version": checkpoint.VERSION if version is None else version,
+        "config": TrainConfig(model=model.config).to_dict(),
+        "vocab": vocab.tokens,
+        "model": model.state_dict(),
+        "state": {"step": TRAIN_STEPS},
+    }
+    checkpoint.atomic_save(ckpt, path)
+    return path
+
+
+def _export_config(tweets_file: Path, **overrides):
+    from export.config import ExportConfig
+
+    config = ExportConfig(
+        quantize=True,
+        data=str(tweets_file),
+        calibration_texts=100,
+        calibration_steps=400,
+        verify_positions=2_000,
+        rouge_texts=150,
+    )
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return config
+
+
+@pytest.fixture(scope="module")
+def trained(tweets_file, tmp_path_factory):
+    model, vocab = _trained_model(tweets_file)
+    path = _save_checkpoint(model, vocab, tmp_path_factory.mktemp("export-ckpt") / "model.pt")
+    return model, vocab, path
+
+
+@pytest.fixture(scope="module")
+def bundle(trained, tweets_file, tmp_path_factory) -> Path:
+    """All four files, the default quantizations: ONNX dynamic, TFLite full-integer."""
+    pytest.importorskip("tensorflow")
+    from export.bundle import export_bundle
+
+    out = tmp_path_factory.mktemp("export-bundle") / "bundle"
+    return export_bundle(trained[2], out, _export_config(tweets_file))
+
+
+def _verify_report(folder: Path) -> dict:
+    return json.loads((folder / "verify.json").read_text(encoding="utf-8"))
+
+
+# --- the step graph -------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+@pytest.mark.parametrize("tie", [True, False])
+def test_step_module_reproduces_recurrent_lm(arch, tie):
+    """The cell spelled out as matrix products gives nn.LSTM/nn.GRU's numbers, step after step."""
+    import torch
+
+    from export.step_graph import torch_step_module, weights_of
+    from training.config import ModelConfig
+    from training.models import RecurrentLM
+
+    torch.manual_seed(1)
+    config = ModelConfig(
+        arch=arch, vocab_size=60, embedding_dim=8, hidden_size=12, num_layers=2, tie_embeddings=tie, dropout=0.0
+    )
+    model = RecurrentLM(config).eval()
+    step = torch_step_module(weights_of(model))
+    ids = torch.randint(0, 60, (3, 7))
+    expected, _ = model(ids)
+    state = model.init_state(3)
+    for t in range(ids.shape[1]):
+        logits, *state = step(ids[:, t].int(), *state)
+        torch.testing.assert_close(logits, expected[:, t], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_fp32_files_match_pytorch_for_both_cells(arch, tmp_path):
+    """Two layers, untied head: the fp32 ONNX and TFLite files step like the PyTorch model."""
+    pytest.importorskip("tensorflow")
+    import torch
+
+    from export.onnx_export import export_onnx
+    from export.runners import OnnxRunner, TfliteRunner, TorchRunner, next_logits
+    from export.step_graph import weights_of
+    from export.tflite_export import export_tflite
+    from training.config import ModelConfig
+    from training.models import RecurrentLM
+
+    torch.manual_seed(2)
+    config = ModelConfig(arch=arch, vocab_size=80, embedding_dim=8, hidden_size=16, num_layers=2, tie_embeddings=False)
+    model = RecurrentLM(config).eval()
+    weights = weights_of(model)
+    sequences = np.random.default_rng(0).integers(0, 80, (6, 9)).tolist()
+    expected = next_logits(TorchRunner(model), sequences)
+    runners = [
+        OnnxRunner(export_onnx(weights, tmp_path / "m.onnx", opset=17), weights.state_names),
+        TfliteRunner(export_tflite(weights, tmp_path / "m.tflite"), weights.state_names),
+    ]
+    for runner in runners:
+        for want, got in zip(expected, next_logits(runner, sequences)):
+            np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+# --- the bundle -----------------------------------------------------------
+
+
+def test_manifest_lists_every_file_with_its_hash(bundle, trained):
+    manifest = load_manifest(bundle)
+    assert [(f.path, f.format, f.quantization) for f in manifest.files] == [
+        ("model.onnx", "onnx", "fp32"),
+        ("model.int8.onnx", "onnx", "int8-dynamic"),
+        ("model.tflite", "tflite", "fp32"),
+        ("model.int8.tflite", "tflite", "int8-full"),
+    ]
+    for f in manifest.files:
+        path = manifest.verify_file(f)  # raises on a missing file or a sha256 mismatch
+        assert f.sha256 == sha256_of(path)
+        assert f.size_bytes == path.stat().st_size
+    assert Vocab.load(bundle / "vocab.json").tokens == trained[1].tokens
+    assert manifest.state_pairs == [("h", "h_out"), ("c", "c_out")]
+    assert manifest.scores_output == "logits"
+    assert manifest.tokenizer["vocab_size"] == len(trained[1])
+    assert manifest.model["hidden_size"] == DIM
+    assert sorted(p.name for p in bundle.iterdir()) == sorted(
+        ["manifest.json", "vocab.json", "verify.json", *(f.path for f in manifest.files)]
+    )
+    # No temporary folder is left beside the bundle.
+    assert [p.name for p in bundle.parent.iterdir()] == [bundle.name]
+
+
+def test_every_file_matches_pytorch_within_its_tolerance(bundle):
+    report = _verify_report(bundle)
+    assert report["positions"] >= 2_000
+    assert report["rouge_texts"] == 150
+    by_path = {f["path"]: f for f in report["files"]}
+    for name in ("model.onnx", "model.tflite"):
+        assert by_path[name]["ok"]
+        assert by_path[name]["max_logit_diff"] < 1e-4
+        assert by_path[name]["top1_agreement"] == 1.0
+        assert by_path[name]["rouge1_delta"] == 0.0
+    # int8 weights, activations quantized per call: close to fp32.
+    assert by_path["model.int8.onnx"]["ok"]
+    assert by_path["model.int8.onnx"]["top1_agreement"] >= 0.98
+    assert by_path["model.int8.onnx"]["top3_overlap"] >= 0.98
+    # Full-integer: the recurrent state is re-quantized to int8 at every
+    # step and the error carries forward; about 97% top-1 on this model.
+    assert by_path["model.int8.tflite"]["top1_agreement"] >= 0.95
+    assert by_path["model.int8.tflite"]["top3_overlap"] >= 0.92
+    for name in ("model.int8.onnx", "model.int8.tflite"):
+        assert abs(by_path[name]["rouge1_delta"]) <= 0.02, by_path[name]
+
+
+def test_int8_files_are_under_30_percent_of_fp32(bundle):
+    manifest = load_manifest(bundle)
+    size = {f.path: f.size_bytes for f in manifest.files}
+    assert size["model.int8.onnx"] <= 0.30 * size["model.onnx"]
+    # The tied embedding is stored once in both TFLite files, or this would be about 50%.
+    assert size["model.int8.tflite"] <= 0.30 * size["model.tflite"]
+
+
+def test_int8_onnx_quantizes_every_matrix_product(bundle):
+    from export.onnx_export import count_ops
+
+    fp32, int8 = count_ops(bundle / "model.onnx"), count_ops(bundle / "model.int8.onnx")
+    # One LSTM layer: input and hidden products; tied head: projection and output.
+    assert fp32["MatMul"] == 4
+    assert int8.get("MatMul", 0) == 0
+    assert int8["MatMulInteger"] == 4
+    assert int8["DynamicQuantizeLinear"] >= 3  # the embedding lookup comes out already int8
+
+
+def test_int8_tflite_is_integer_inside(bundle):
+    from export.runners import tflite_interpreter
+    from export.tflite_export import count_ops
+
+    counts = count_ops(bundle / "model.int8.tflite")
+    assert counts["QUANTIZE"] == 2  # h and c arrive as float
+    assert counts["DEQUANTIZE"] == 3  # logits, h_out and c_out leave as float
+    assert counts["FULLY_CONNECTED"] == 4
+    interpreter = tflite_interpreter(bundle / "model.int8.tflite", default_delegates=False)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        dtypes = {tensors[i]["dtype"] for i in [*op["inputs"], *op["outputs"]] if i >= 0}
+        assert dtypes <= {np.int8, np.int32}, (op["op_name"], dtypes)
+
+
+@pytest.mark.slow
+def test_other_quantizations_export_and_match(trained, tweets_file, tmp_path):
+    """ONNX static (calibrated activations) and TFLite dynamic-range, both verified."""
+    pytest.importorskip("tensorflow")
+    from export.bundle import export_bundle
+    from export.onnx_export import count_ops as onnx_ops
+    from export.tflite_export import count_ops as tflite_ops
+
+    config = _export_config(tweets_file, onnx_quantization="static", tflite_quantization="dynamic")
+    out = export_bundle(trained[2], tmp_path / "bundle", config)
+    files = {f.path: f for f in load_manifest(out).files}
+    assert files["model.int8.onnx"].quantization == "int8-static"
+    assert files["model.int8.tflite"].quantization == "int8-dynamic"
+    assert files["model.int8.tflite"].size_bytes <= 0.30 * files["model.tflite"].size_bytes
+    static = onnx_ops(out / "model.int8.onnx")
+    assert static["QuantizeLinear"] >= 4 and static["DequantizeLinear"] >= 8
+    assert "QUANTIZE" not in tflite_ops(out / "model.int8.tflite")  # weights only: activations stay float
+    for f in _verify_report(out)["files"]:
+        assert f["ok"], f
+        assert f["top1_agreement"] >= 0.97, f
+
+
+# --- the command and its errors ----------------------------------------------
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, ["export", *args])
+
+
+def _one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"this is not a checkpoint")
+    _one_line_error(_run(str(tmp_path / "model.pt"), "--out", str(tmp_path / "b")), "not a readable checkpoint")
+    assert not (tmp_path / "b").exists()
+
+
+def test_truncated_checkpoint(trained, tmp_path):
+    data = trained[2].read_bytes()
+    (tmp_path / "model.pt").write_bytes(data[: len(data) // 2])
+    _one_line_error(_run(str(tmp_path / "model.pt"), "--out", str(tmp_path / "b")), "not a readable checkpoint")
+
+
+def test_checkpoint_of_another_version(trained, tmp_path):
+    model, vocab, _ = trained
+    path = _save_checkpoint(model, vocab, tmp_path / "model.pt", version=99)
+    _one_line_error(_run(str(path), "--out", str(tmp_path / "b")), "version 99")
+
+
+def test_missing_checkpoint(tmp_path):
+    _one_line_error(_run(str(tmp_path / "nothing.pt"), "--out", str(tmp_path / "b")), "checkpoint not found")
+
+
+def test_existing_output_folder_is_refused_without_force(trained, tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "keep.txt").write_text("mine")
+    _one_line_error(_run(str(trained[2]), "--out", str(tmp_path / "b")), "already exists", "--force")
+    # --force replaces a bundle, never a folder of other things.
+    _one_line_error(_run(str(trained[2]), "--out", str(tmp_path / "b"), "--force"), "not a bundle")
+    assert (tmp_path / "b" / "keep.txt").read_text() == "mine"
+
+
+def test_missing_optional_package_names_the_extra(trained, tmp_path, monkeypatch):
+    import importlib
+
+    real_import = importlib.import_module
+
+    def without_tensorflow(name, *args, **kwargs):
+        if name.split(".")[0] == "tensorflow":
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr("export.deps.importlib.import_module", without_tensorflow)
+    result = _run(str(trained[2]), "--out", str(tmp_path / "b"), "--format", "tflite")
+    _one_line_error(result, "'tensorflow'", "pip install 'edgecomplete[export]'")
+    assert not (tmp_path / "b").exists()
+
+
+def test_quantization_choice_without_quantize_is_refused(trained, tmp_path):
+    result = _run(str(trained[2]), "--out", str(tmp_path / "b"), "--onnx-quantization", "static")
+    _one_line_error(result, "--quantize")
+
+
+def test_force_replaces_a_bundle_whole(bundle, trained, tweets_file, tmp_path):
+    """An ONNX-only export over a full bundle leaves an ONNX-only bundle: never a mix of old and new."""
+    out = tmp_path / "b"
+    shutil.copytree(bundle, out)
+    args = ["--out", str(out), "--force", "--format", "onnx", "--data", str(tweets_file), "--verify-positions", "300"]
+    result = _run(str(trained[2]), *args)
+    assert result.exit_code == 0, result.output
+    assert "model.onnx" in result.output and "ok" in result.output
+    assert [f.path for f in load_manifest(out).files] == ["model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "verify.json", "vocab.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_fp32_mismatch_fails_and_leaves_nothing(trained, tweets_file, tmp_path, monkeypatch):
+    """A wrong graph (here, one corrupted weight) is caught by verification: exit 1, no bundle."""
+    import export.step_graph
+
+    real_weights_of = export.step_graph.weights_of
+
+    def corrupted(model):
+        weights = real_weights_of(model)
+        weights.head[-1][1][5] += 0.5  # one output bias: one logit off by 0.5
+        return weights
+
+    monkeypatch.setattr(export.step_graph, "weights_of", corrupted)
+    out = tmp_path / "b"
+    result = _run(str(trained[2]), "--out", str(out), "--format", "onnx", "--data", str(tweets_file),
+                  "--verify-positions", "300")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "FAIL: needs max_logit_diff" in result.output and "model.onnx differs from PyTorch" in result.output
+    assert list(tmp_path.iterdir()) == []
