@@ -59,6 +59,10 @@ def quantize_onnx_dynamic(fp32_path: Path, int8_path: Path) -> Path:
         str(fp32_path),
         str(int8_path),
         weight_type=quantization.QuantType.QInt8,
+        # One scale per output column: per-tensor scales let the widest
+        # column set the step for all, which flipped about 2% of top-1
+        # suggestions of the shipped model against fp32; per-channel, under 1%.
+        per_channel=True,
         op_types_to_quantize=["MatMul", "Gather"],
     )
     return int8_path
