@@ -61,4 +61,9 @@ class BenchConfig:
             raise UserError(f"timeout_s must be positive, got {self.timeout_s}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        # A report is shared beyond the machine it ran on: the home folder is "~" in it.
+        home = str(Path.home())
+        if data["cache_dir"].startswith(home):
+            data["cache_dir"] = "~" + data["cache_dir"][len(home) :]
+        return data
