@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from export.deps import require
+from training.scorers import group_by_length, length_sorted_batches
 
 
 class TorchRunner:
@@ -108,7 +109,7 @@ def runner_for(path: Path, state_names: Sequence[str]):
 def next_logits(runner, sequences: Sequence[Sequence[int]]) -> list[np.ndarray]:
     """For each sequence of n ids, the logits [n, V] after each of its positions."""
     results: list[np.ndarray] = [None] * len(sequences)  # type: ignore[list-item]
-    for batch in _batches(sequences, runner.max_batch):
+    for batch in length_sorted_batches(sequences, runner.max_batch):
         width = max(len(sequences[i]) for i in batch)
         # Right padding with id 0: a padded row's later steps are computed and thrown away.
         ids = np.zeros((len(batch), width), np.int32)
@@ -128,12 +129,8 @@ def next_logits(runner, sequences: Sequence[Sequence[int]]) -> list[np.ndarray]:
 def complete(runner, prefixes: Sequence[Sequence[int]], n_words: Sequence[int], banned: np.ndarray) -> list[list[int]]:
     """Greedy completion of each prefix by exactly n words, never choosing a `banned` id."""
     results: list[list[int]] = [None] * len(prefixes)  # type: ignore[list-item]
-    for batch in _batches(prefixes, runner.max_batch):
-        # Prefixes of one length run together, so no padding enters the state.
-        groups: dict[int, list[int]] = {}
-        for i in batch:
-            groups.setdefault(len(prefixes[i]), []).append(i)
-        for group in groups.values():
+    for batch in length_sorted_batches(prefixes, runner.max_batch):
+        for group in group_by_length(batch, prefixes):
             ids = np.array([prefixes[i] for i in group], np.int32)  # [B, T]
             state = runner.initial_state(len(group))
             for t in range(ids.shape[1]):
@@ -147,9 +144,3 @@ def complete(runner, prefixes: Sequence[Sequence[int]], n_words: Sequence[int], 
             for row, i in enumerate(group):
                 results[i] = tokens[row][: n_words[i]]
     return results
-
-
-def _batches(sequences: Sequence[Sequence[int]], size: int) -> list[list[int]]:
-    # Sorted by length, so a batch wastes few padded steps.
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    return [order[i : i + size] for i in range(0, len(order), size)]

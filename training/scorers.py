@@ -51,7 +51,7 @@ class TorchScorer:
         import torch
 
         results: list[np.ndarray] = [None] * len(sequences)  # type: ignore[list-item]
-        for batch in _length_sorted_batches(sequences, self.batch_size):
+        for batch in length_sorted_batches(sequences, self.batch_size):
             width = max(len(sequences[i]) for i in batch)
             ids = torch.full((len(batch), width), self.vocab.pad_id, dtype=torch.long)
             for row, i in enumerate(batch):
@@ -67,10 +67,10 @@ class TorchScorer:
 
         results: list[list[int]] = [None] * len(prefixes)  # type: ignore[list-item]
         banned = torch.from_numpy(self.banned)
-        for batch in _length_sorted_batches(prefixes, self.batch_size):
+        for batch in length_sorted_batches(prefixes, self.batch_size):
             # Sorted by length, a batch holds prefixes of one length mostly;
             # run each length group on its own so no padding enters the state.
-            for length_group in _group_by_length(batch, prefixes):
+            for length_group in group_by_length(batch, prefixes):
                 ids = torch.tensor([prefixes[i] for i in length_group])
                 steps = max(n_words[i] for i in length_group)
                 with torch.no_grad():
@@ -121,12 +121,14 @@ class StepScorer:
         return results
 
 
-def _length_sorted_batches(sequences, batch_size):
+def length_sorted_batches(sequences, batch_size: int) -> list[list[int]]:
+    """Indices of `sequences` in batches of `batch_size`, shortest first: little padding per batch."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _group_by_length(batch, sequences):
+def group_by_length(batch, sequences) -> list[list[int]]:
+    """The indices of `batch` split by their sequence's length, so no padding enters a recurrent state."""
     groups: dict[int, list[int]] = {}
     for i in batch:
         groups.setdefault(len(sequences[i]), []).append(i)

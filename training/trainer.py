@@ -21,6 +21,7 @@ from training import checkpoint
 from training.config import TrainConfig
 from training.corpus import build_vocab, data_root, oov_rate, split_texts
 from training.errors import UserError
+from training.scorers import length_sorted_batches
 
 log = logging.getLogger("edgecomplete.train")
 
@@ -94,9 +95,8 @@ def evaluate_loss(model, seqs: list[np.ndarray], pad_id: int, batch_size: int = 
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-        for start in range(0, len(order), batch_size):
-            inputs, targets = pad_batch([seqs[i] for i in order[start : start + batch_size]], pad_id)
+        for batch in length_sorted_batches(seqs, batch_size):
+            inputs, targets = pad_batch([seqs[i] for i in batch], pad_id)
             loss, n = batch_loss(model, inputs, targets, pad_id)
             total += float(loss) * n
             count += n
