@@ -39,10 +39,14 @@ class TorchRunner:
 
 
 class OnnxRunner:
-    max_batch = 256
-
     def __init__(self, path: Path, state_names: Sequence[str]):
         ort = require("onnxruntime", "Running ONNX files")
+        onnx = require("onnx", "Running ONNX files")
+        # Dynamic quantization picks one activation scale per call across the
+        # whole batch, so a batch of texts would not compute what a device
+        # stepping one text computes: such graphs run one text at a time.
+        dynamic = any(node.op_type == "DynamicQuantizeLinear" for node in onnx.load(str(path)).graph.node)
+        self.max_batch = 1 if dynamic else 256
         options = ort.SessionOptions()
         # One thread: verification runs beside other work, and a device steps on one core.
         options.intra_op_num_threads = 1

@@ -47,6 +47,11 @@ class StepWeights:
         return self.embedding.shape[0]
 
     @property
+    def tied(self) -> bool:
+        """Whether the output layer is the transposed lookup table."""
+        return len(self.head) > 1 and np.array_equal(self.head[-1][0], self.embedding.T)
+
+    @property
     def state_names(self) -> list[str]:
         return ["h", "c"] if self.arch == "lstm" else ["h"]
 
