@@ -24,7 +24,6 @@ The interpreter package is imported here, lazily, when a model loads, so
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import threading
 from pathlib import Path
@@ -87,7 +86,17 @@ def open_backend(name: str, path: Path, manifest: Manifest, threads: int = 1):
     return TFLiteBackend(name, path, manifest, threads)
 
 
-def _version(distribution: str) -> str:
+def _version(module, distribution: str) -> str:
+    """The interpreter's version: its module's __version__, else the installed distribution's metadata.
+
+    importlib.metadata is imported only when needed: it brings in the email
+    and zipfile packages, 3 MiB resident in a process that runs a keyboard.
+    """
+    version = getattr(module, "__version__", None)
+    if isinstance(version, str):
+        return version
+    import importlib.metadata
+
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
@@ -143,13 +152,12 @@ class TFLiteBackend:
     def __init__(self, name: str, path: Path, manifest: Manifest, threads: int):
         self.name = name
         if name == LITERT:
+            import ai_edge_litert as package
             from ai_edge_litert.interpreter import Interpreter
-
-            self.version = _version("ai-edge-litert")
         else:
+            import tflite_runtime as package
             from tflite_runtime.interpreter import Interpreter
-
-            self.version = _version("tflite-runtime")
+        self.version = _version(package, name)
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
             self.interpreter.allocate_tensors()

@@ -34,7 +34,7 @@ Example (abridged):
 
 from __future__ import annotations
 
-import hashlib
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +50,27 @@ class BundleError(ValueError):
     """A bundle that cannot be used as it is; the message names the file."""
 
 
+def _sha256():
+    """A SHA-256 hasher, CPython's own where it has one.
+
+    hashlib's SHA-256 comes from OpenSSL, and its import maps libcrypto into
+    the process: 3.4 MiB resident, for as long as the app runs, to hash a
+    few files once at load. CPython's built-in implementation (the one
+    hashlib falls back to without OpenSSL) costs nothing resident and hashes
+    a 3 MB model in about 15 ms on a server core, OpenSSL in about 2.
+    """
+    for module in ("_sha2", "_sha256"):  # CPython 3.12+, 3.11
+        try:
+            return importlib.import_module(module).sha256()
+        except ImportError:
+            continue
+    import hashlib
+
+    return hashlib.sha256()
+
+
 def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
+    digest = _sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)

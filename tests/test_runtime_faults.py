@@ -35,6 +35,16 @@ def test_altered_model_file_fails_its_hash(bundle):
         edge_runtime.load(bundle)
 
 
+def test_bundle_hash_is_sha256(tmp_path):
+    import hashlib
+
+    from edge_runtime.manifest import sha256_of
+
+    path = tmp_path / "blob"
+    path.write_bytes(bytes(range(256)) * 9000)  # crosses the 1 MiB read blocks
+    assert sha256_of(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_newer_manifest_format_is_refused(bundle):
     _edit_manifest(bundle, lambda d: d.update(format_version=99))
     with pytest.raises(
