@@ -17,6 +17,7 @@ import importlib.util
 import json
 import logging
 import platform
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,8 +82,18 @@ def run_bench(config: BenchConfig) -> list[dict]:
             records.append(measure(entry, t, prompts, config, out / "workers", emulator))
             _log_record(records[-1])
     _mark_emulated_parity(records)
+    if not config.quote_prompts:
+        _drop_prompt_text(records, out / "workers")
     report.write_report(records, out, config, prompt_note)
     return records
+
+
+def _drop_prompt_text(records: list[dict], workers: Path) -> None:
+    """Remove every copy of the prompts' text: the samples' prefixes and the workers' spec and result files."""
+    for record in records:
+        for sample in record["samples"]:
+            sample.pop("prefix", None)
+    shutil.rmtree(workers, ignore_errors=True)
 
 
 def _check_bundle(path: str):

@@ -42,6 +42,9 @@ class BenchConfig:
     aarch64_dir: str = ""  # the emulated target's files; empty = benchmarks.setup_aarch64's default
     timeout_s: float = 1200.0  # per worker; a worker past it is recorded as timed out
     charts: bool = True  # PNG charts (needs matplotlib)
+    # The prompts' text in bench.json and bench.md. Off for a report published
+    # where the corpus may not go: the suggestions and completions stay.
+    quote_prompts: bool = True
 
     def validate(self) -> None:
         from benchmarks.targets import TARGETS

@@ -33,7 +33,7 @@ from training.errors import UserError
 
 log = logging.getLogger("edgecomplete.bench")
 
-CACHE_FORMAT = 1  # bump when the exported graph changes, so old caches are not reused
+CACHE_FORMAT = 2  # bump when the exported graph changes, so old caches are not reused
 CONFIG_FILE = "distilgpt2-config.json"
 RANDOM, HUB = "random", "hub"
 HUB_NAME = "distilgpt2"
@@ -254,17 +254,15 @@ def export_decoder_with_past(model, path: Path) -> Path:
 
 
 def quantize(fp32_path: Path, int8_path: Path) -> Path:
-    """int8 weights for MatMul and Gather, activations quantized per call: as the bundle's int8 ONNX."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """int8 as the bundle's int8 ONNX: the exporter's own dynamic quantization, so both sides get the same settings."""
+    from export.onnx_export import quantize_onnx_dynamic
 
     # The quantizer logs a line per tensor through the root logger; only its warnings matter here.
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.WARNING)
     try:
-        quantize_dynamic(
-            str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"]
-        )
+        quantize_onnx_dynamic(fp32_path, int8_path)
     finally:
         root.setLevel(level)
     return int8_path

@@ -94,23 +94,23 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
 
 
 def headlines(records: list[dict]) -> list[str]:
-    """Per target: how the int8 word model compares with DistilGPT2's int8 ONNX with its cache."""
+    """Per target and int8 word-model file: how it compares with DistilGPT2's int8 ONNX with its cache."""
     lines = []
     ok = [r for r in records if r["status"] == STATUS_OK]
     for target in dict.fromkeys(r["target"] for r in ok):
         here = [r for r in ok if r["target"] == target]
         baseline = next((r for r in here if (r["model"], r["file"]) == HEADLINE_BASELINE), None)
-        ours = next((r for r in here if r["file"].endswith(".int8.onnx") and r["model"] != "distilgpt2"), None)
-        if baseline is None or ours is None:
+        if baseline is None:
             continue
-        line = (
-            f"{target}: {label(ours)} against {label(baseline)}: per-token p50 "
-            f"{baseline['token_ms_p50'] / ours['token_ms_p50']:.0f}x lower, peak RSS "
-            f"{baseline['peak_rss_bytes'] / ours['peak_rss_bytes']:.1f}x lower"
-        )
-        if ours.get("model_rss_bytes") and baseline.get("model_rss_bytes"):
-            line += f" ({baseline['model_rss_bytes'] / ours['model_rss_bytes']:.1f}x above the interpreter's own)"
-        lines.append(line + f", file {baseline['size_bytes'] / ours['size_bytes']:.0f}x smaller")
+        for ours in (r for r in here if ".int8." in r["file"] and r["model"] != "distilgpt2"):
+            line = (
+                f"{target}: {label(ours)} against {label(baseline)}: per-token p50 "
+                f"{baseline['token_ms_p50'] / ours['token_ms_p50']:.0f}x lower, peak RSS "
+                f"{baseline['peak_rss_bytes'] / ours['peak_rss_bytes']:.1f}x lower"
+            )
+            if ours.get("model_rss_bytes") and baseline.get("model_rss_bytes"):
+                line += f" ({baseline['model_rss_bytes'] / ours['model_rss_bytes']:.1f}x above the interpreter's own)"
+            lines.append(line + f", file {baseline['size_bytes'] / ours['size_bytes']:.0f}x smaller")
     return lines
 
 
@@ -179,7 +179,7 @@ def quality_section(records: list[dict]) -> list[str]:
 
 def samples_section(records: list[dict], count: int = 3) -> list[str]:
     native = [r for r in records if r["target"] == "native" and r["status"] == STATUS_OK and r["samples"]]
-    if not native:
+    if not native or "prefix" not in native[0]["samples"][0]:  # prompts not quoted
         return []
     lines = ["## Completions (native, greedy)", ""]
     for r in native:

@@ -230,9 +230,11 @@ def export_(checkpoint_path, out_dir, quantize, fmt, onnx_quantization, tflite_q
 @click.option("--eval-texts", type=int, help="Test texts scored for quality per word model; 0 = none (default 500).")
 @click.option("--cache-dir", help="Where the exported DistilGPT2 is kept. Default: ~/.cache/edgecomplete.")
 @click.option("--emulate-distilgpt2", is_flag=True, help="Also run DistilGPT2 under emulation (tens of minutes).")
+@click.option("--quote-prompts/--no-quote-prompts", default=True, show_default=True,
+              help="Keep the prompts' text in the report; off for a report published without the corpus.")  # fmt: skip
 @_clean_errors
 def bench(bundle, targets, out_dir, files, checkpoint, distilgpt2, distilgpt2_weights, distilgpt2_dir, gpt2_dir, data,
-          prompts, repeats, eval_texts, cache_dir, emulate_distilgpt2):  # fmt: skip
+          prompts, repeats, eval_texts, cache_dir, emulate_distilgpt2, quote_prompts):  # fmt: skip
     """Measure every model on every target; writes bench.json, bench.md and charts, prints a table.
 
     Each model and target runs in its own process: size on disk, peak
@@ -250,7 +252,7 @@ def bench(bundle, targets, out_dir, files, checkpoint, distilgpt2, distilgpt2_we
     config = BenchConfig(bundle=bundle, out_dir=out_dir, targets=[t.strip() for t in targets.split(",") if t.strip()])
     config.files = list(files)
     config.distilgpt2, config.distilgpt2_weights = distilgpt2, distilgpt2_weights
-    config.emulate_distilgpt2 = emulate_distilgpt2
+    config.emulate_distilgpt2, config.quote_prompts = emulate_distilgpt2, quote_prompts
     given = {"checkpoint": checkpoint, "distilgpt2_dir": distilgpt2_dir, "gpt2_dir": gpt2_dir, "data": data,
              "prompts": prompts, "repeats": repeats, "eval_texts": eval_texts, "cache_dir": cache_dir}  # fmt: skip
     for name, value in given.items():

@@ -253,6 +253,24 @@ def test_bench_writes_the_report_with_every_setting(tiny_bundle, tiny_corpus, tm
     assert sum("native" in line for line in table.splitlines()) == 2
 
 
+def test_a_report_without_the_prompts_text(tiny_bundle, tiny_corpus, tmp_path):
+    from benchmarks.prompts import typical_prompts
+
+    out = tmp_path / "bench"
+    config = BenchConfig(bundle=str(tiny_bundle), out_dir=str(out), data=str(tiny_corpus), files=["model.int8.onnx"])
+    config.distilgpt2, config.eval_texts, config.prompts, config.repeats = False, 0, 3, 1
+    config.quote_prompts = False
+    run_bench(config)
+
+    prompts, _ = typical_prompts(str(tiny_corpus), 3)
+    written = "".join(p.read_text() for p in out.rglob("*") if p.suffix in (".json", ".md"))
+    for prompt in prompts:
+        assert " ".join(prompt["prefix"]) not in written
+    assert not (out / "workers").exists()
+    (record,) = json.loads((out / "bench.json").read_text())
+    assert len(record["samples"]) == 3 and all(s["suggestions"] and s["completion"] for s in record["samples"])
+
+
 def test_headline_compares_the_int8_word_model_with_distilgpt2():
     from benchmarks.report import headlines
 
@@ -261,11 +279,18 @@ def test_headline_compares_the_int8_word_model_with_distilgpt2():
                 "peak_rss_bytes": rss, "model_rss_bytes": rss // 2, "size_bytes": size}  # fmt: skip
 
     lines = headlines(
-        [record("lstm-256", "model.int8.onnx", 0.1, 60, 5), record("distilgpt2", "model.int8.onnx", 10, 300, 100)]
+        [
+            record("lstm-256", "model.onnx", 0.2, 80, 20),
+            record("lstm-256", "model.int8.onnx", 0.1, 60, 5),
+            record("lstm-256", "model.int8.tflite", 0.05, 50, 4),
+            record("distilgpt2", "model.int8.onnx", 10, 300, 100),
+        ]
     )
     assert lines == [
         "native: lstm-256 model.int8.onnx against distilgpt2 model.int8.onnx: per-token p50 100x lower, "
-        "peak RSS 5.0x lower (5.0x above the interpreter's own), file 20x smaller"
+        "peak RSS 5.0x lower (5.0x above the interpreter's own), file 20x smaller",
+        "native: lstm-256 model.int8.tflite against distilgpt2 model.int8.onnx: per-token p50 200x lower, "
+        "peak RSS 6.0x lower (6.0x above the interpreter's own), file 25x smaller",
     ]
 
 

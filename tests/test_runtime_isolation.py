@@ -31,6 +31,8 @@ import importlib.util, json, sys
 absent = {absent!r}
 found = [name for name in absent if importlib.util.find_spec(name) is not None]
 assert not found, f"should be absent: {{found}}"
+import numpy, {interpreter}
+before = set(sys.modules)  # what numpy and the interpreter bring in themselves
 import edge_runtime
 results = {{}}
 for model_file in {files!r}:
@@ -42,7 +44,7 @@ for model_file in {files!r}:
     ]
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in absent)
 # Resident weight a keyboard process would carry for nothing (see edge_runtime.manifest and .backends).
-idle = sorted(m for m in ("_hashlib", "importlib.metadata") if m in sys.modules)
+idle = sorted(m for m in ("_hashlib", "importlib.metadata") if m in sys.modules and m not in before)
 print(json.dumps({{"results": results, "heavy": heavy, "idle": idle, "numpy": __import__("numpy").__version__}}))
 """
 
@@ -80,7 +82,12 @@ def test_runs_with_numpy_and_one_interpreter_only(exported_bundle, tmp_path, bac
     # Only the runtime's own folder: none of the project's other packages come along.
     site = tmp_path / "site"
     shutil.copytree(REPO / "edge_runtime", site / "edge_runtime", ignore=shutil.ignore_patterns("__pycache__"))
-    script = PROBE.format(absent=ABSENT, files=files, bundle=str(exported_bundle), backend=backend, texts=TEXTS)
+    interpreter = {"onnxruntime": "onnxruntime", "ai-edge-litert": "ai_edge_litert.interpreter"}.get(
+        backend, "tflite_runtime.interpreter"
+    )
+    script = PROBE.format(
+        absent=ABSENT, files=files, bundle=str(exported_bundle), backend=backend, texts=TEXTS, interpreter=interpreter
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PYTHONPATH"] = str(site)
     result = subprocess.run(
