@@ -139,6 +139,8 @@ def _write_onnx(weights, folder: Path, samples, config: ExportConfig) -> list[tu
                 onnx_export.quantize_onnx_static(folder / "model.onnx", folder / "model.int8.onnx", feeds)
             else:
                 onnx_export.quantize_onnx_dynamic(folder / "model.onnx", folder / "model.int8.onnx")
+                if weights.tied:
+                    onnx_export.share_tied_table(folder / "model.int8.onnx", weights.embedding)
         written.append(("model.int8.onnx", "onnx", quantization))
     return written
 

@@ -163,6 +163,24 @@ def test_fp32_files_match_pytorch_for_both_cells(arch, tmp_path):
             np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
+def test_an_untied_int8_onnx_graph_keeps_its_lookup_table(tmp_path):
+    import torch
+
+    from export.onnx_export import export_onnx, quantize_onnx_dynamic, share_tied_table
+    from export.step_graph import weights_of
+    from training.config import ModelConfig
+    from training.models import RecurrentLM
+
+    torch.manual_seed(3)
+    config = ModelConfig(vocab_size=300, embedding_dim=16, hidden_size=16, tie_embeddings=False, dropout=0.0)
+    weights = weights_of(RecurrentLM(config).eval())
+    assert not weights.tied
+    int8 = quantize_onnx_dynamic(export_onnx(weights, tmp_path / "m.onnx", opset=17), tmp_path / "m.int8.onnx")
+    before = int8.read_bytes()
+    assert not share_tied_table(int8, weights.embedding)
+    assert int8.read_bytes() == before
+
+
 # --- the bundle -----------------------------------------------------------
 
 
@@ -216,7 +234,7 @@ def test_int8_files_are_under_30_percent_of_fp32(bundle):
     manifest = load_manifest(bundle)
     size = {f.path: f.size_bytes for f in manifest.files}
     assert size["model.int8.onnx"] <= 0.30 * size["model.onnx"]
-    # The tied embedding is stored once in both TFLite files, or this would be about 50%.
+    # The tied embedding is stored once in both int8 files (twice in fp32 ONNX).
     assert size["model.int8.tflite"] <= 0.30 * size["model.tflite"]
 
 
@@ -228,7 +246,7 @@ def test_int8_onnx_quantizes_every_matrix_product(bundle):
     assert fp32["MatMul"] == 4
     assert int8.get("MatMul", 0) == 0
     assert int8["MatMulInteger"] == 4
-    assert int8["DynamicQuantizeLinear"] >= 3  # the embedding lookup comes out already int8
+    assert int8["DynamicQuantizeLinear"] == 4  # each product's input, quantized per call
 
 
 def test_int8_onnx_weights_are_uint8_and_verified_one_text_at_a_time(bundle):
@@ -238,9 +256,12 @@ def test_int8_onnx_weights_are_uint8_and_verified_one_text_at_a_time(bundle):
     from export.runners import OnnxRunner
 
     graph = onnx.load(str(bundle / "model.int8.onnx")).graph
-    weights = [t for t in graph.initializer if t.name.endswith("_quantized")]
-    assert len(weights) == 5  # four matrix products and the lookup table
-    assert {t.data_type for t in weights} == {TensorProto.UINT8}  # u8u8 products never saturate
+    weights = {t.name: t for t in graph.initializer if t.name.endswith("_quantized")}
+    # Four matrix products; the lookup gathers columns of the tied output layer's weights.
+    assert len(weights) == 4
+    assert {t.data_type for t in weights.values()} == {TensorProto.UINT8}  # u8u8 products never saturate
+    lookups = [n for n in graph.node if n.op_type == "Gather" and n.input[0] in weights]
+    assert len(lookups) == 1 and lookups[0].attribute[0].name == "axis" and lookups[0].attribute[0].i == 1
     # One activation scale per call would be shared by a whole batch: such a graph runs one text at a time.
     assert OnnxRunner(bundle / "model.int8.onnx", ["h", "c"]).max_batch == 1
     assert OnnxRunner(bundle / "model.onnx", ["h", "c"]).max_batch > 1
