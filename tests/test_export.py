@@ -222,20 +222,27 @@ def test_every_file_matches_pytorch_within_its_tolerance(bundle):
     assert by_path["model.int8.onnx"]["ok"]
     assert by_path["model.int8.onnx"]["top1_agreement"] >= 0.98
     assert by_path["model.int8.onnx"]["top3_overlap"] >= 0.98
-    # Full-integer: the recurrent state is re-quantized to int8 at every
-    # step and the error carries forward; about 97% top-1 on this model.
-    assert by_path["model.int8.tflite"]["top1_agreement"] >= 0.95
-    assert by_path["model.int8.tflite"]["top3_overlap"] >= 0.92
+    # Full-integer 16x8: the state and the logits are int16, so the state's
+    # rounding no longer compounds: 99.4% top-1 and 98.4% top-3 here, where
+    # int8 activations kept about 97% top-1.
+    assert by_path["model.int8.tflite"]["ok"]
+    assert by_path["model.int8.tflite"]["top1_agreement"] >= 0.98
+    assert by_path["model.int8.tflite"]["top3_overlap"] >= 0.97
     for name in ("model.int8.onnx", "model.int8.tflite"):
         assert abs(by_path[name]["rouge1_delta"]) <= 0.02, by_path[name]
 
 
-def test_int8_files_are_under_30_percent_of_fp32(bundle):
+def test_int8_files_are_a_fraction_of_fp32(bundle):
     manifest = load_manifest(bundle)
     size = {f.path: f.size_bytes for f in manifest.files}
     assert size["model.int8.onnx"] <= 0.30 * size["model.onnx"]
     # The tied embedding is stored once in both int8 files (twice in fp32 ONNX).
-    assert size["model.int8.tflite"] <= 0.30 * size["model.tflite"]
+    # The 16x8 TFLite file is 46% of fp32 here, 29% for the shipped 256-wide
+    # model: each of the 1,000 output rows carries a per-channel scale and
+    # zero point (12 bytes) for its weights and again for its int64 bias,
+    # about as much as its 48 int8 weights. An int16 copy of the table
+    # (96 KB) would put it near 80%.
+    assert size["model.int8.tflite"] <= 0.50 * size["model.tflite"]
 
 
 def test_int8_onnx_quantizes_every_matrix_product(bundle):
@@ -268,6 +275,7 @@ def test_int8_onnx_weights_are_uint8_and_verified_one_text_at_a_time(bundle):
 
 
 def test_int8_tflite_is_integer_inside(bundle):
+    """16x8: int16 activations (state and logits included), int8 weights, no float kernel."""
     from export.runners import tflite_interpreter
     from export.tflite_export import count_ops
 
@@ -275,13 +283,82 @@ def test_int8_tflite_is_integer_inside(bundle):
     assert counts["QUANTIZE"] == 2  # h and c arrive as float
     assert counts["DEQUANTIZE"] == 3  # logits, h_out and c_out leave as float
     assert counts["FULLY_CONNECTED"] == 4
+    assert counts["CAST"] == 1  # the int8 row looked up, widened to int16
     interpreter = tflite_interpreter(bundle / "model.int8.tflite", default_delegates=False)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+
+    def dtypes(indices):
+        return [tensors[i]["dtype"] for i in indices if i >= 0]
+
     for op in interpreter._get_ops_details():
-        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
-            continue
-        dtypes = {tensors[i]["dtype"] for i in [*op["inputs"], *op["outputs"]] if i >= 0}
-        assert dtypes <= {np.int8, np.int32}, (op["op_name"], dtypes)
+        inputs, outputs = dtypes(op["inputs"]), dtypes(op["outputs"])
+        if op["op_name"] == "QUANTIZE":
+            assert (inputs, outputs) == ([np.float32], [np.int16])
+        elif op["op_name"] == "DEQUANTIZE":
+            assert (inputs, outputs) == ([np.int16], [np.float32])  # the state and the logits were int16
+        elif op["op_name"] == "FULLY_CONNECTED":
+            assert inputs[:2] == [np.int16, np.int8] and outputs == [np.int16], inputs  # bias: int64
+        elif op["op_name"] == "CAST":
+            assert (inputs, outputs) == ([np.int8], [np.int16])
+        else:
+            # int32: token ids, shapes and axes; int8 only for the table and the row it looks up.
+            assert set(inputs + outputs) <= {np.int8, np.int16, np.int32}, (op["op_name"], inputs, outputs)
+
+
+def test_int8_tflite_stores_the_tied_table_once_as_int8(bundle, trained):
+    """The lookup reads the output layer's int8 weights: one [V, E] int8 buffer, no int16 copy."""
+    from tensorflow.lite.tools import flatbuffer_utils as fb
+
+    model = fb.read_model(str(bundle / "model.int8.tflite"))
+    graph = model.subgraphs[0]
+    tables = [t for t in graph.tensors if t.shape is not None and list(t.shape) == [len(trained[1]), DIM]]
+    assert [t.type for t in tables] == [9, 9], [t.name for t in tables]  # 9: INT8; no INT16 table is left
+    assert tables[0].buffer == tables[1].buffer
+    assert sorted(len(t.quantization.scale) for t in tables) == [1, len(trained[1])]  # lookup: scale 1
+    table_bytes = len(trained[1]) * DIM
+    assert sum(len(b.data) for b in model.buffers if b.data is not None and len(b.data) >= table_bytes) == table_bytes
+
+
+def test_untied_int8_tflite_keeps_an_int8_table_and_its_numbers(tmp_path, monkeypatch):
+    """Untied, the int8 table gets a buffer of its own; replacing the int16 one changes no suggestion."""
+    pytest.importorskip("tensorflow")
+    import torch
+    from tensorflow.lite.tools import flatbuffer_utils as fb
+
+    from export import tflite_export
+    from export.data import calibration_samples
+    from export.runners import TfliteRunner, TorchRunner, next_logits
+    from export.step_graph import weights_of
+    from training.config import ModelConfig
+    from training.models import RecurrentLM
+
+    torch.manual_seed(4)
+    config = ModelConfig(vocab_size=300, embedding_dim=16, hidden_size=24, tie_embeddings=False, dropout=0.0)
+    model = RecurrentLM(config).eval()
+    weights = weights_of(model)
+    sequences = np.random.default_rng(1).integers(0, 300, (12, 10)).tolist()
+    samples = calibration_samples(TorchRunner(model), sequences[:8], 80)
+    int8 = tflite_export.export_tflite(weights, tmp_path / "m.int8.tflite", "int8-full", samples)
+    monkeypatch.setattr(tflite_export, "_int8_lookup_table", lambda path, rows: False)
+    int16 = tflite_export.export_tflite(weights, tmp_path / "m.int16-table.tflite", "int8-full", samples)
+
+    graph = fb.read_model(str(int8)).subgraphs[0]
+    tables = [t for t in graph.tensors if t.shape is not None and list(t.shape) == [300, 16]]
+    assert [t.type for t in tables] == [9]  # 9: INT8
+    assert tflite_export.count_ops(int8)["CAST"] == 1 and "CAST" not in tflite_export.count_ops(int16)
+    # An int8 table is half the bytes of the int16 one the converter wrote.
+    assert int16.stat().st_size - int8.stat().st_size >= 0.45 * 300 * 16 * 2
+    # The int16 table held the whole-number rows to within 1/516 of a step;
+    # int8 holds them exactly, so the two files' logits differ by far less
+    # than either differs from PyTorch, and never in their top word.
+    expected = next_logits(TorchRunner(model), sequences)
+    got8 = next_logits(TfliteRunner(int8, weights.state_names), sequences)
+    got16 = next_logits(TfliteRunner(int16, weights.state_names), sequences)
+    between = max(float(np.abs(a - b).max()) for a, b in zip(got8, got16))
+    to_torch = max(float(np.abs(a - b).max()) for a, b in zip(got8, expected))
+    assert between <= 0.25 * to_torch, (between, to_torch)
+    for a, b in zip(got8, got16):
+        assert (a.argmax(-1) == b.argmax(-1)).mean() >= 0.95
 
 
 @pytest.mark.slow
