@@ -44,17 +44,7 @@ def export_default(model_dir: Path, out: Path, tweets: Path) -> tuple[Path, Path
         return model_dir, None
 
     # Fewer verification positions than a release export: the demo shows the check, it does not certify.
-    # Dynamic-range TFLite, as the shipped bundle was exported: full-integer
-    # re-quantizes the LSTM state to int8 at every step and kept only 75% of
-    # the trained model's top-1 suggestions.
-    config = ExportConfig(
-        quantize=True,
-        force=True,
-        data=str(tweets),
-        verify_positions=5_000,
-        rouge_texts=500,
-        tflite_quantization="dynamic",
-    )
+    config = ExportConfig(quantize=True, force=True, data=str(tweets), verify_positions=5_000, rouge_texts=500)
     bundle = export_bundle(checkpoint, out / "bundle", config)
     print(format_table(json.loads((Path(bundle) / VERIFY_FILE).read_text(encoding="utf-8"))))
     return Path(bundle), checkpoint

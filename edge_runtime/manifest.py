@@ -6,7 +6,8 @@ A bundle is a folder:
                        architecture, graph signature, model files)
     vocab.json         the vocabulary (edge_runtime.vocab)
     model.onnx         fp32 ONNX          model.int8.onnx    int8 ONNX
-    model.tflite       fp32 TFLite        model.int8.tflite  int8 TFLite
+    model.tflite       fp32 TFLite        model.int8.tflite  int8 TFLite (dynamic range)
+                                          model.int8-full.tflite  full-integer TFLite (16x8)
 
 Every model file is the same one-step graph. Inputs: `token_ids` int32 [B]
 and one float32 tensor per state part, each [L, B, H] (LSTM: `h`, `c`; GRU:

@@ -163,8 +163,9 @@ def complete(bundle, text, k, n_words, beam_width, model_file, backend):
               help="Which formats to write.")  # fmt: skip
 @click.option("--onnx-quantization", type=click.Choice(["dynamic", "static"]),
               help="With --quantize: dynamic (default) or static (calibrated int8 activations).")  # fmt: skip
-@click.option("--tflite-quantization", type=click.Choice(["full", "dynamic"]),
-              help="With --quantize: full (default; full-integer) or dynamic (int8 weights only).")  # fmt: skip
+@click.option("--tflite-quantization", type=click.Choice(["both", "full", "dynamic"]),
+              help="With --quantize: dynamic (model.int8.tflite, int8 weights; fast on CPUs), "
+                   "full (model.int8-full.tflite, full-integer 16x8) or both (default).")  # fmt: skip
 @click.option("--data", "data_path", help="Texts to calibrate and verify on. Default: the shared Sentiment140 tweets.")
 @click.option("--verify-positions", type=int, help="Positions at which each file is compared with PyTorch.")
 @click.option("--force", is_flag=True, help="Replace the bundle already in --out.")

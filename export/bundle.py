@@ -27,7 +27,8 @@ log = logging.getLogger("edgecomplete.export")
 
 VERIFY_FILE = "verify.json"
 ONNX_QUANTIZATION = {"dynamic": "int8-dynamic", "static": "int8-static"}
-TFLITE_QUANTIZATION = {"full": "int8-full", "dynamic": "int8-dynamic"}
+# Each int8 TFLite quantization has a file of its own, so a bundle can hold both.
+TFLITE_INT8_FILES = {"dynamic": ("model.int8.tflite", "int8-dynamic"), "full": ("model.int8-full.tflite", "int8-full")}
 
 
 def export_bundle(checkpoint_path: str | Path, out_dir: str | Path, config: ExportConfig) -> Path:
@@ -153,11 +154,13 @@ def _write_tflite(weights, folder: Path, samples, config: ExportConfig) -> list[
         tflite_export.export_tflite(weights, folder / "model.tflite")
     written = [("model.tflite", "tflite", "fp32")]
     if config.quantize:
-        quantization = TFLITE_QUANTIZATION[config.tflite_quantization]
-        log.info("quantize: model.int8.tflite (%s)", quantization)
-        with quiet_logs():
-            tflite_export.export_tflite(weights, folder / "model.int8.tflite", quantization, samples)
-        written.append(("model.int8.tflite", "tflite", quantization))
+        kinds = ("dynamic", "full") if config.tflite_quantization == "both" else (config.tflite_quantization,)
+        for kind in kinds:
+            name, quantization = TFLITE_INT8_FILES[kind]
+            log.info("quantize: %s (%s)", name, quantization)
+            with quiet_logs():
+                tflite_export.export_tflite(weights, folder / name, quantization, samples)
+            written.append((name, "tflite", quantization))
     return written
 
 

@@ -188,14 +188,14 @@ def fp32_failures(report: dict) -> list[dict]:
 def format_table(report: dict) -> str:
     """A short fixed-width table of the report, one line per file."""
     lines = [
-        f"{'file':<20} {'quant':<13} {'size':>10} {'max|dlogit|':>11} "
+        f"{'file':<22} {'quant':<13} {'size':>10} {'max|dlogit|':>11} "
         f"{'top1':>7} {'top3':>7} {'rouge1':>7} {'drouge1':>8}"
     ]
     reference = report["pytorch"]["rouge1"]
-    lines.append(f"{'pytorch':<20} {'fp32':<13} {'':>10} {'':>11} {'':>7} {'':>7} {_num(reference, 4):>7} {'':>8}")
+    lines.append(f"{'pytorch':<22} {'fp32':<13} {'':>10} {'':>11} {'':>7} {'':>7} {_num(reference, 4):>7} {'':>8}")
     for f in report["files"]:
         lines.append(
-            f"{f['path']:<20} {f['quantization']:<13} {f['size_bytes']:>10,} {f['max_logit_diff']:>11.2e} "
+            f"{f['path']:<22} {f['quantization']:<13} {f['size_bytes']:>10,} {f['max_logit_diff']:>11.2e} "
             f"{f['top1_agreement']:>7.2%} {f['top3_overlap']:>7.2%} {_num(f['rouge1'], 4):>7} "
             f"{_num(f['rouge1_delta'], 4, signed=True):>8}  {_verdict(f)}"
         )
