@@ -21,6 +21,13 @@ import edge_runtime
 
 FILES = ["model.onnx", "model.int8.onnx", "model.tflite", "model.int8.tflite"]
 BAR = 0.98
+# The full-integer (16x8) TFLite file, for integer-only accelerators, is not
+# one of the four: its int16 state still rounds a little at every step, and
+# the shipped model's file gives fp32 ONNX's top suggestion at 97.9% of these
+# positions (98.7% top-1 against PyTorch in the export's verification, whose
+# argmax may be a special token). Its own bar, against fp32 ONNX:
+FULL_INTEGER = "model.int8-full.tflite"
+FULL_INTEGER_BAR = 0.975
 
 
 def top_suggestions(model, texts: list[list[str]]) -> np.ndarray:
@@ -35,11 +42,14 @@ def top_suggestions(model, texts: list[list[str]]) -> np.ndarray:
     return np.array(tops)
 
 
-def agreement(bundle, texts: list[list[str]], files=FILES) -> dict:
-    """Share of positions where every file agrees, and where each file agrees with the first (fp32 ONNX)."""
+def agreement(bundle, texts: list[list[str]], files=FILES, together=None) -> dict:
+    """Share of positions where the files of `together` (default: all) agree, and where each file agrees with the first.
+
+    The first file, fp32 ONNX, is the reference.
+    """
     tops = {f: top_suggestions(edge_runtime.load(bundle, f), texts) for f in files}
     reference = tops[files[0]]
-    all_agree = np.all([tops[f] == reference for f in files], axis=0)
+    all_agree = np.all([tops[f] == reference for f in together or files], axis=0)
     return {
         "positions": int(reference.size),
         "all_files": float(all_agree.mean()),
@@ -65,13 +75,15 @@ def test_default_bundle_files_agree_on_5000_held_out_texts():
     if not edge_runtime.manifest.is_bundle(bundle):
         pytest.skip(f"no default bundle at {bundle}: export one first (edgecomplete export ... --out {bundle})")
     listed = {f.path for f in edge_runtime.load_manifest(bundle).files}
-    assert set(FILES) <= listed, f"the default bundle lacks {sorted(set(FILES) - listed)}"
+    assert {*FILES, FULL_INTEGER} <= listed, f"the default bundle lacks {sorted({*FILES, FULL_INTEGER} - listed)}"
     texts = [t for t in read_texts([data_root() / "sentiment140" / "tweets.txt"], split="test") if t][:5000]
     assert len(texts) == 5000
-    result = agreement(bundle, texts)
+    # The bar for all files at once is on the four of the bundle's design; the
+    # full-integer file is held to it against fp32 ONNX alone.
+    result = agreement(bundle, texts, [*FILES, FULL_INTEGER], together=FILES)
     print(result)
-    # 98.4% all four, each int8 file 99.0-99.1% against fp32 ONNX, measured
+    # 98.1% all four, each int8 file 98.8-98.9% against fp32 ONNX, measured
     # with the u8u8 ONNX products and the per-row tied tables (see export/).
     assert result["all_files"] >= BAR, result
     for name, share in result["with_reference"].items():
-        assert share >= BAR, (name, result)
+        assert share >= (FULL_INTEGER_BAR if name == FULL_INTEGER else BAR), (name, result)
