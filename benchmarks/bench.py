@@ -31,6 +31,7 @@ from training.errors import UserError
 log = logging.getLogger("edgecomplete.bench")
 
 PERCENTILES = {"p50": 50, "p90": 90, "p99": 99}
+QUALITY_KEYS = ("n", "rouge1", "rouge2", "rougeL", "top1", "top3", "keystroke_savings")
 
 
 @dataclass
@@ -143,9 +144,13 @@ def plan_models(config: BenchConfig, manifest) -> list[ModelEntry]:
         spec = {"kind": "checkpoint", "checkpoint": str(checkpoint), "bundle": str(bundle)}
         entries.append(ModelEntry(model_name, checkpoint.name, "fp32", spec, checkpoint.stat().st_size, False))
 
-    if config.eval_texts:
-        for entry in entries:
+    saved = saved_quality(bundle)
+    for entry in entries:
+        if config.eval_texts:
             entry.quality = _quality(entry, config)
+        elif _quality_key(entry) in saved:
+            entry.quality, name = saved[_quality_key(entry)]
+            entry.quality_note = f"from {name}, written by `edgecomplete eval`"
     if config.distilgpt2:
         entries += _distilgpt2_entries(config)
     return entries
@@ -182,8 +187,35 @@ def _quality(entry: ModelEntry, config: BenchConfig) -> dict | None:
         path, model_file = entry.spec["checkpoint"], None
     log.info("quality: %s %s on %d test texts", entry.model, entry.file, config.eval_texts)
     report = evaluate_path(path, data, split="test", limit=config.eval_texts, model_file=model_file)
-    keys = ("n", "rouge1", "rouge2", "rougeL", "top1", "top3", "keystroke_savings")
-    return {k: report[k] for k in keys if k in report}
+    return {k: report[k] for k in QUALITY_KEYS if k in report}
+
+
+def saved_quality(bundle: Path) -> dict[tuple[str, str], tuple[dict, str]]:
+    """Test-split `eval` reports kept in the bundle folder, by (kind, file).
+
+    A full test-split score takes minutes per file, longer than the whole
+    benchmark; a release bundle carries its reports (`edgecomplete eval ...
+    > eval-int8-onnx.json`), and --eval-texts 0 reuses them instead.
+    """
+    found = {}
+    for path in sorted(bundle.glob("eval*.json")):
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            log.warning("skipping %s: not an eval report", path)
+            continue
+        if not isinstance(report, dict) or report.get("split") != "test" or "rouge1" not in report:
+            continue
+        model = report.get("model") or {}
+        kind = model.get("kind")
+        file = model.get("file") if kind == "bundle" else Path(str(model.get("path", ""))).name
+        if kind in ("bundle", "checkpoint") and file:
+            found[(kind, file)] = ({k: report[k] for k in QUALITY_KEYS if k in report}, path.name)
+    return found
+
+
+def _quality_key(entry: ModelEntry) -> tuple[str, str]:
+    return entry.spec["kind"], entry.file
 
 
 def _distilgpt2_entries(config: BenchConfig) -> list[ModelEntry]:

@@ -37,7 +37,9 @@ class BenchConfig:
     k: int = 3  # suggestions per update, as a keyboard's suggestion bar shows
     emulated_prompts: int = 4  # emulation is 150-500 times slower: a few prompts, one pass
     emulate_distilgpt2: bool = False  # DistilGPT2 under emulation takes tens of minutes
-    eval_texts: int = 500  # test texts scored by `eval` for each word model's quality; 0 = none
+    # Test texts scored by `eval` for each word model's quality; 0 = score
+    # none, and show the test-split reports saved in the bundle (eval*.json).
+    eval_texts: int = 500
     cache_dir: str = str(DEFAULT_CACHE)  # the exported DistilGPT2 lives here between runs
     aarch64_dir: str = ""  # the emulated target's files; empty = benchmarks.setup_aarch64's default
     timeout_s: float = 1200.0  # per worker; a worker past it is recorded as timed out

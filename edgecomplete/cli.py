@@ -228,7 +228,8 @@ def export_(checkpoint_path, out_dir, quantize, fmt, onnx_quantization, tflite_q
 @click.option("--data", help="Texts whose test split gives the prompts. Default: the shared Sentiment140 tweets.")
 @click.option("--prompts", type=int, help="Prompts of median length to run (default 20).")
 @click.option("--repeats", type=int, help="Passes over the prompts for per-token latency (default 3).")
-@click.option("--eval-texts", type=int, help="Test texts scored for quality per word model; 0 = none (default 500).")
+@click.option("--eval-texts", type=int, help="Test texts scored for quality per word model (default 500); "
+                   "0 = none, show the eval*.json reports saved in the bundle.")  # fmt: skip
 @click.option("--cache-dir", help="Where the exported DistilGPT2 is kept. Default: ~/.cache/edgecomplete.")
 @click.option("--emulate-distilgpt2", is_flag=True, help="Also run DistilGPT2 under emulation (tens of minutes).")
 @click.option("--quote-prompts/--no-quote-prompts", default=True, show_default=True,

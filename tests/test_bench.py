@@ -271,6 +271,30 @@ def test_a_report_without_the_prompts_text(tiny_bundle, tiny_corpus, tmp_path):
     assert len(record["samples"]) == 3 and all(s["suggestions"] and s["completion"] for s in record["samples"])
 
 
+def test_saved_eval_reports_fill_the_quality_table(tiny_bundle, tiny_corpus, tmp_path):
+    """With --eval-texts 0 the bundle's own test-split reports are shown, each beside its own file."""
+    import shutil
+
+    from benchmarks.bench import plan_models
+    from edge_runtime.manifest import load_manifest
+    from training.evaluate import evaluate_path
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    report = evaluate_path(bundle, tiny_corpus, split="test", limit=5, model_file="model.int8.onnx")
+    (bundle / "eval-int8-onnx.json").write_text(json.dumps(report), encoding="utf-8")
+    (bundle / "eval-broken.json").write_text("{not json", encoding="utf-8")
+    (bundle / "eval-train.json").write_text(json.dumps(report | {"split": "train"}), encoding="utf-8")
+
+    config = BenchConfig(bundle=str(bundle), data=str(tiny_corpus), distilgpt2=False, eval_texts=0)
+    entries = {e.file: e for e in plan_models(config, load_manifest(bundle))}
+    scored = entries["model.int8.onnx"]
+    assert scored.quality == {k: report[k] for k in ("n", "rouge1", "rouge2", "rougeL", "top1", "top3",
+                                                     "keystroke_savings")}  # fmt: skip
+    assert "eval-int8-onnx.json" in scored.quality_note
+    assert entries["model.onnx"].quality is None and not entries["model.onnx"].quality_note
+
+
 def test_headline_compares_the_int8_word_model_with_distilgpt2():
     from benchmarks.report import headlines
 
