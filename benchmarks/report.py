@@ -267,7 +267,8 @@ def _bar_chart(plt, records, targets, field, title, scale, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel(title + ", log scale")
     if targets != [None]:
-        ax.legend(fontsize=8, loc="lower right")
+        # Above the axes: inside, it covers the longest bars' labels.
+        ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(targets), frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
