@@ -162,7 +162,7 @@ class TFLiteBackend:
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise BundleError(f"{name} cannot load {path}: {_first_line(e)}") from None
+            raise BundleError(f"{name} {self.version} cannot load {path}: {_first_line(e)}{_remedy(name, e)}") from None
         self.lock = threading.Lock()
 
         inputs, outputs = _tflite_tensors(self.interpreter, path)
@@ -262,6 +262,21 @@ def _require(path: Path, kind: str, wanted: list[str], have: set[str]) -> None:
             f"{path} has no {kind} named {', '.join(map(repr, missing))} as its manifest says "
             f"(it has {', '.join(sorted(have))}): re-export the bundle"
         )
+
+
+def _remedy(name: str, error: Exception) -> str:
+    """What to do when an interpreter lacks an operator version the file uses."""
+    if "find op for builtin opcode" not in str(error):
+        return ""
+    if name == TFLITE_RUNTIME:
+        # tflite-runtime is frozen at 2.14: per-channel dynamic-range
+        # FULLY_CONNECTED (version 12, model.int8.tflite) came later, while
+        # full-integer and fp32 files use versions it has.
+        return (
+            "; the legacy interpreter predates this operator version: run the file with ai-edge-litert, "
+            "or load a file it runs (a bundle's model.int8-full.tflite or model.tflite)"
+        )
+    return f"; upgrade {name}"
 
 
 def _first_line(error: Exception) -> str:

@@ -25,6 +25,7 @@ import edge_runtime
 REPO = Path(__file__).resolve().parents[1]
 ABSENT = ["torch", "tensorflow", "onnx", "transformers", "training", "export", "edgecomplete"]
 TEXTS = ["see you tomo", "i love ", "", "😀 \ud800 مرحبا"]
+FULL_INTEGER = "model.int8-full.tflite"
 
 PROBE = """
 import importlib.util, json, sys
@@ -34,6 +35,12 @@ assert not found, f"should be absent: {{found}}"
 import numpy, {interpreter}
 before = set(sys.modules)  # what numpy and the interpreter bring in themselves
 import edge_runtime
+refused = {{}}
+for model_file in {refused!r}:
+    try:
+        edge_runtime.load({bundle!r}, model_file, backend={backend!r})
+    except edge_runtime.BundleError as e:
+        refused[model_file] = str(e)
 results = {{}}
 for model_file in {files!r}:
     model = edge_runtime.load({bundle!r}, model_file, backend={backend!r})
@@ -45,7 +52,8 @@ for model_file in {files!r}:
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in absent)
 # Resident weight a keyboard process would carry for nothing (see edge_runtime.manifest and .backends).
 idle = sorted(m for m in ("_hashlib", "importlib.metadata") if m in sys.modules and m not in before)
-print(json.dumps({{"results": results, "heavy": heavy, "idle": idle, "numpy": __import__("numpy").__version__}}))
+report = {{"results": results, "refused": refused, "heavy": heavy, "idle": idle}}
+print(json.dumps(report | {{"numpy": __import__("numpy").__version__}}))
 """
 
 
@@ -62,15 +70,22 @@ def _expected(bundle, files):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("backend", "packages", "files"),
+    ("backend", "packages", "files", "refused"),
     [
-        ("onnxruntime", ["numpy", "onnxruntime"], ["model.onnx", "model.int8.onnx"]),
-        ("ai-edge-litert", ["numpy", "ai-edge-litert"], ["model.tflite", "model.int8.tflite"]),
-        # The legacy interpreter, frozen at 2.14, needs numpy below 2.
-        ("tflite-runtime", ["numpy<2", "tflite-runtime==2.14.0"], ["model.tflite", "model.int8.tflite"]),
+        ("onnxruntime", ["numpy", "onnxruntime"], ["model.onnx", "model.int8.onnx"], []),
+        ("ai-edge-litert", ["numpy", "ai-edge-litert"], ["model.tflite", "model.int8.tflite", FULL_INTEGER], []),
+        # The legacy interpreter, frozen at 2.14, needs numpy below 2. It runs
+        # the fp32 and full-integer files; the dynamic-range file's per-channel
+        # FULLY_CONNECTED (version 12) is newer than it, and it says so.
+        (
+            "tflite-runtime",
+            ["numpy<2", "tflite-runtime==2.14.0"],
+            ["model.tflite", FULL_INTEGER],
+            ["model.int8.tflite"],
+        ),
     ],
 )
-def test_runs_with_numpy_and_one_interpreter_only(exported_bundle, tmp_path, backend, packages, files):
+def test_runs_with_numpy_and_one_interpreter_only(exported_bundle, tmp_path, backend, packages, files, refused):
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     python = env_dir / "bin" / "python"
@@ -86,7 +101,13 @@ def test_runs_with_numpy_and_one_interpreter_only(exported_bundle, tmp_path, bac
         backend, "tflite_runtime.interpreter"
     )
     script = PROBE.format(
-        absent=ABSENT, files=files, bundle=str(exported_bundle), backend=backend, texts=TEXTS, interpreter=interpreter
+        absent=ABSENT,
+        files=files,
+        refused=refused,
+        bundle=str(exported_bundle),
+        backend=backend,
+        texts=TEXTS,
+        interpreter=interpreter,
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PYTHONPATH"] = str(site)
@@ -95,6 +116,9 @@ def test_runs_with_numpy_and_one_interpreter_only(exported_bundle, tmp_path, bac
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(report["refused"]) == refused
+    for model_file, message in report["refused"].items():
+        assert len(message.splitlines()) == 1 and model_file in message and "ai-edge-litert" in message, message
     assert report["heavy"] == []
     assert report["idle"] == []
     expected = _expected(exported_bundle, files)
