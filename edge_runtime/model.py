@@ -41,6 +41,7 @@ import numpy as np
 
 from edge_runtime import backends
 from edge_runtime.manifest import BundleError, Manifest, load_manifest
+from edge_runtime.search import beam_search, top_k
 from edge_runtime.text import normaliser
 from edge_runtime.typed import Typed, split_typed
 from edge_runtime.vocab import BOS, PAD, UNK, Vocab
@@ -214,9 +215,9 @@ class Model:
         if candidates is None:
             scores = log_probs.copy()
             scores[self._not_words] = -np.inf
-            ids = _top_k(scores, min(k, len(self.vocab) - len(self._not_words)))
+            ids = top_k(scores, min(k, len(self.vocab) - len(self._not_words)))
         else:
-            ids = candidates[_top_k(log_probs[candidates], min(k, len(candidates)))]
+            ids = candidates[top_k(log_probs[candidates], min(k, len(candidates)))]
         return [Suggestion(self.vocab.tokens[i], float(log_probs[i])) for i in ids]
 
     def search(
@@ -236,47 +237,22 @@ class Model:
         if first is not None and len(first) == 0:
             return []
 
-        # A hypothesis: (summed log-probability, token ids, next log-probabilities, state).
-        alive = [(0.0, [], log_probs, state)]
-        finished: list[tuple[float, list[int]]] = []
-        for position in range(n_words):
-            candidates = []
-            for total, tokens, lp, st in alive:
-                allowed = first if position == 0 else None
-                for token, token_lp in self._expansions(lp, beam_width, allowed, stop_at_end):
-                    candidates.append((total + token_lp, tokens, token, st))
-            candidates.sort(key=lambda c: c[0], reverse=True)
+        def expansions(lp: np.ndarray, width: int, position: int) -> list[tuple[int, float]]:
+            return self._expansions(lp, width, first if position == 0 else None, stop_at_end)
 
-            alive = []
-            last = position == n_words - 1
-            for total, tokens, token, st in candidates[:beam_width]:
-                if token == self.vocab.eos_id:
-                    finished.append((total, tokens))
-                elif last:
-                    finished.append((total, [*tokens, token]))
-                else:
-                    next_lp, next_st = self.step(token, st)
-                    alive.append((total, [*tokens, token], next_lp, next_st))
-
-            # Log-probabilities only fall, so no live beam can overtake the best finished phrase.
-            if not alive or (finished and max(f[0] for f in finished) >= alive[0][0]):
-                break
-        finished.extend((total, tokens) for total, tokens, _, _ in alive)
-        if not finished:
-            return []
-        best = max(finished, key=lambda f: f[0])[1]
+        best = beam_search(self.step, log_probs, state, n_words, beam_width, expansions, self.vocab.eos_id)
         return self.vocab.decode(best)
 
     def _expansions(self, log_probs: np.ndarray, width: int, allowed, stop_at_end: bool) -> list[tuple[int, float]]:
         if allowed is not None:
             # Completing the typed word: a word, never <eos>.
-            top = allowed[_top_k(log_probs[allowed], min(width, len(allowed)))]
+            top = allowed[top_k(log_probs[allowed], min(width, len(allowed)))]
         else:
             scores = log_probs.copy()
             scores[self._never] = -np.inf
             if not stop_at_end:
                 scores[self.vocab.eos_id] = -np.inf
-            top = _top_k(scores, width)
+            top = top_k(scores, width)
             # With a beam wider than the words left, the banned tokens' -inf would fill it.
             top = top[np.isfinite(scores[top])]
         return [(int(i), float(log_probs[i])) for i in top]
@@ -318,15 +294,6 @@ def _log_softmax(scores: np.ndarray) -> np.ndarray:
     scores = scores.astype(np.float32, copy=False)
     shifted = scores - scores.max()
     return shifted - np.log(np.exp(shifted).sum(dtype=np.float32))
-
-
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores, largest first (equal scores by index)."""
-    k = min(k, scores.shape[0])
-    if k <= 0:
-        return np.empty(0, dtype=np.int64)
-    part = np.argpartition(-scores, k - 1)[:k] if k < scores.shape[0] else np.arange(scores.shape[0])
-    return part[np.lexsort((part, -scores[part]))]
 
 
 def _check_positive(name: str, value) -> None:

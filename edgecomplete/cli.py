@@ -98,8 +98,10 @@ def ngram(data, order, smoothing, vocab_size, out_dir):
 @click.option("--backend", help="With a bundle: onnxruntime, ai-edge-litert or tflite-runtime.")
 @click.option("--out", "out_path", type=click.Path(), help="Also write the JSON report to this file.")
 @click.option("--examples", default=0, show_default=True, help="Include this many texts with their completions.")
+@click.option("--beam-width", default=1, show_default=True, type=int,
+              help="Beam search over this many hypotheses; 1, greedy, is the protocol's default.")  # fmt: skip
 @_clean_errors
-def eval_(model_path, data_path, split, limit, model_file, backend, out_path, examples):
+def eval_(model_path, data_path, split, limit, model_file, backend, out_path, examples, beam_width):
     """Score a model by the quality protocol; prints one JSON object.
 
     MODEL is a checkpoint, the folder that holds one, or a bundle folder.
@@ -110,9 +112,8 @@ def eval_(model_path, data_path, split, limit, model_file, backend, out_path, ex
     """
     from training.evaluate import evaluate_path
 
-    report = evaluate_path(
-        model_path, data_path, split=split, limit=limit, model_file=model_file, backend=backend, examples=examples
-    )
+    report = evaluate_path(model_path, data_path, split=split, limit=limit, model_file=model_file, backend=backend,
+                           examples=examples, beam_width=beam_width)  # fmt: skip
     text = json.dumps(report, indent=2)
     if out_path:
         from pathlib import Path

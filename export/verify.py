@@ -102,7 +102,10 @@ class _RunnerScorer:
         self.vocab = vocab
         self.banned = banned_mask(vocab)
 
-    def complete(self, prefixes, n_words):
+    def complete(self, prefixes, n_words, beam_width=1):
+        # Verification compares each file with PyTorch on the protocol's default decoding.
+        if beam_width != 1:
+            raise ValueError("export verification scores greedy completions only")
         return complete(self.runner, prefixes, n_words, self.banned)
 
 

@@ -19,7 +19,7 @@ class FixedScorer:
     def next_log_probs(self, sequences):
         return [np.tile(self.log_probs, (len(s), 1)) for s in sequences]
 
-    def complete(self, prefixes, n_words):
+    def complete(self, prefixes, n_words, beam_width=1):
         masked = self.log_probs.copy()
         masked[self.vocab.special_ids] = -np.inf
         return [[int(np.argmax(masked))] * n for n in n_words]
@@ -77,3 +77,84 @@ def test_bootstrap_interval_brackets_the_mean():
     low, high = report["rouge1_ci95"]
     assert low <= report["rouge1"] <= high
     assert high - low > 0
+
+
+class MarkovModel:
+    """edge_runtime's step API over a table of next-word probabilities given the last word."""
+
+    def __init__(self, vocab, table: dict[str, dict[str, float]]):
+        self.vocab = vocab
+        self.log_probs = {}
+        for word, following in table.items():
+            p = np.full(len(vocab), 1e-6)
+            for nxt, q in following.items():
+                p[vocab.index[nxt]] = q
+            self.log_probs[vocab.index[word]] = np.log(p / p.sum())
+
+    def initial_state(self):
+        return None
+
+    def step(self, token, state):
+        return self.log_probs[token], token
+
+
+# After "a", greedy takes "x" (0.5) and then at best 0.25; the beam finds "y z" (0.4 x 0.9).
+MARKOV_VOCAB = Vocab([*SPECIALS, "a", "x", "y", "z", "w", "v", "u"])
+MARKOV = {
+    "<bos>": {"a": 1.0},
+    "a": {"x": 0.5, "y": 0.4, "z": 0.1},
+    "x": {"w": 0.25, "v": 0.25, "u": 0.25, "z": 0.25},
+    "y": {"z": 0.9, "w": 0.1},
+    **{w: {"a": 1.0} for w in ("z", "w", "v", "u")},
+}
+
+
+def test_beam_search_finds_the_likelier_phrase_that_greedy_misses():
+    from training.scorers import StepScorer
+
+    scorer = StepScorer(MarkovModel(MARKOV_VOCAB, MARKOV))
+    texts = [["a", "a", "a", "a", "a", "a", "y", "z"]]  # 8 words: the target is the last 2
+    greedy = evaluate(scorer, texts)
+    beam = evaluate(scorer, texts, beam_width=2)
+    assert (greedy["beam_width"], beam["beam_width"]) == (1, 2)
+    assert greedy["rouge2"] == 0.0 and greedy["rouge1"] < 1.0
+    assert beam["rouge1"] == beam["rouge2"] == 1.0
+    # Decoding moves the completions only: next-word figures stay.
+    assert (beam["top1"], beam["perplexity"]) == (greedy["top1"], greedy["perplexity"])
+
+
+def test_beam_width_one_is_greedy():
+    from training.scorers import StepScorer, beam_complete
+
+    scorer = StepScorer(MarkovModel(MARKOV_VOCAB, MARKOV))
+    prefixes = [[MARKOV_VOCAB.bos_id, *MARKOV_VOCAB.encode(p)] for p in (["a"], ["a", "y"], ["a", "x", "w"])]
+    greedy = scorer.complete(prefixes, [3, 2, 4])
+    assert beam_complete(scorer._after, scorer.model.step, prefixes, [3, 2, 4], 1, scorer.banned) == greedy
+    assert [len(c) for c in scorer.complete(prefixes, [3, 2, 4], beam_width=3)] == [3, 2, 4]
+
+
+def test_a_bad_beam_width_is_refused():
+    from training.errors import UserError
+    from training.scorers import StepScorer
+
+    with pytest.raises(UserError, match="--beam-width must be a positive integer"):
+        evaluate(StepScorer(MarkovModel(MARKOV_VOCAB, MARKOV)), [["a", "a", "y", "z"]], beam_width=0)
+
+
+@pytest.mark.parametrize("beam_width", [1, 3])
+def test_checkpoint_and_bundle_complete_alike(exported_bundle, beam_width):
+    """PyTorch's batched greedy and its beam search give the exported fp32 file's completions."""
+    import edge_runtime
+    from training import checkpoint
+    from training.scorers import StepScorer, TorchScorer
+
+    ckpt = checkpoint.load(exported_bundle.parent / "model.pt")
+    torch_scorer = TorchScorer(checkpoint.model_of(ckpt), checkpoint.vocab_of(ckpt))
+    step_scorer = StepScorer(edge_runtime.load(exported_bundle, "model.onnx"))
+    vocab = torch_scorer.vocab
+    texts = ("i see you", "so happy", "the", "we love it at")
+    prefixes = [[vocab.bos_id, *vocab.encode(text.split())] for text in texts]
+    n_words = [3, 2, 4, 1]
+    got = torch_scorer.complete(prefixes, n_words, beam_width=beam_width)
+    assert got == step_scorer.complete(prefixes, n_words, beam_width=beam_width)
+    assert [len(c) for c in got] == n_words

@@ -48,6 +48,27 @@ def test_greedy_completion_and_protocol(tmp_path):
     np.testing.assert_array_equal(loaded.distribution([4, 5]), model.distribution([4, 5]))
 
 
+def test_beam_completion_is_at_least_as_likely_as_greedy():
+    vocab = build_vocab(TEXTS, max_size=50)
+    model = NgramModel.fit(TEXTS * 3, vocab, NgramConfig(order=3))
+    prefixes = [[vocab.bos_id, *vocab.encode(p)] for p in (["i"], ["i", "love"], ["the"])]
+
+    def log_prob(prefix, tokens):
+        context = list(prefix[1:])
+        total = 0.0
+        for token in tokens:
+            total += float(np.log(model.distribution(context)[token]))
+            context.append(token)
+        return total
+
+    greedy = model.complete(prefixes, [3, 2, 3])
+    beam = model.complete(prefixes, [3, 2, 3], beam_width=4)
+    assert [len(b) for b in beam] == [3, 2, 3]
+    assert all(t not in vocab.special_ids for b in beam for t in b)
+    for prefix, g, b in zip(prefixes, greedy, beam):
+        assert log_prob(prefix, b) >= log_prob(prefix, g) - 1e-9
+
+
 def test_bad_config_is_refused():
     from training.errors import UserError
 

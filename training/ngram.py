@@ -24,7 +24,7 @@ import numpy as np
 
 from edge_runtime.vocab import Vocab
 from training.errors import UserError
-from training.scorers import banned_mask
+from training.scorers import banned_mask, beam_complete
 
 SMOOTHINGS = ("kneser-ney", "stupid-backoff")
 FORMAT = "edgecomplete-ngram"
@@ -105,6 +105,9 @@ class NgramModel:
                 p /= p.sum()
         return p
 
+    def _log_distribution(self, context: list[int]) -> np.ndarray:
+        return np.log(np.maximum(self.distribution(context), 1e-30))
+
     # Scorer interface
     def next_log_probs(self, sequences):
         results = []
@@ -114,7 +117,17 @@ class NgramModel:
             results.append(np.log(np.maximum(np.stack(rows), 1e-30)).astype(np.float32))
         return results
 
-    def complete(self, prefixes, n_words):
+    def complete(self, prefixes, n_words, beam_width=1):
+        if beam_width > 1:
+            # The state is the context so far; <bos> is not part of it.
+            def step(token, context):
+                context = [*context, token]
+                return self._log_distribution(context), context
+
+            def start(prefix):
+                return self._log_distribution(prefix[1:]), list(prefix[1:])
+
+            return beam_complete(start, step, prefixes, n_words, beam_width, self.banned)
         results = []
         for prefix, n in zip(prefixes, n_words):
             context = list(prefix[1:])

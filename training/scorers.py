@@ -1,8 +1,8 @@
 """Language models behind one interface, so one protocol scores them all.
 
 A scorer gives, for a batch of token-id sequences (each starting with
-<bos>), the next-token log-probabilities after every position, and greedy
-completions of prefixes. The PyTorch checkpoint, the n-gram baseline and
+<bos>), the next-token log-probabilities after every position, and
+completions of prefixes, greedy or by beam search. The PyTorch checkpoint, the n-gram baseline and
 an exported bundle (through edge_runtime) each have one.
 """
 
@@ -22,8 +22,8 @@ class Scorer(Protocol):
         """For each sequence of n ids, log-probabilities [n, V] of the next token."""
         ...
 
-    def complete(self, prefixes: list[list[int]], n_words: list[int]) -> list[list[int]]:
-        """Greedy completion of each prefix (starting with <bos>) by exactly n words."""
+    def complete(self, prefixes: list[list[int]], n_words: list[int], beam_width: int = 1) -> list[list[int]]:
+        """Completion of each prefix (starting with <bos>) by exactly n words; beam_width 1 is greedy."""
         ...
 
 
@@ -36,6 +36,23 @@ def banned_mask(vocab: Vocab) -> np.ndarray:
     mask = np.zeros(len(vocab), dtype=bool)
     mask[vocab.special_ids] = True
     return mask
+
+
+def beam_complete(start, step, prefixes, n_words, beam_width: int, banned: np.ndarray) -> list[list[int]]:
+    """Each prefix completed by exactly its n words, by beam search (edge_runtime.search).
+
+    start(prefix) -> (log_probs, state) after the prefix; step(token, state)
+    -> (log_probs, state). The banned tokens, <eos> among them, are never
+    generated, so every hypothesis runs to n words.
+    """
+    from edge_runtime.search import banned_expansions, beam_search
+
+    expansions = banned_expansions(banned)
+    results = []
+    for prefix, n in zip(prefixes, n_words):
+        log_probs, state = start(prefix)
+        results.append(beam_search(step, log_probs, state, n, beam_width, expansions, end_id=-1))
+    return results
 
 
 class TorchScorer:
@@ -62,9 +79,11 @@ class TorchScorer:
                 results[i] = log_probs[row, : len(sequences[i])]
         return results
 
-    def complete(self, prefixes, n_words):
+    def complete(self, prefixes, n_words, beam_width=1):
         import torch
 
+        if beam_width > 1:
+            return self._beam_complete(prefixes, n_words, beam_width)
         results: list[list[int]] = [None] * len(prefixes)  # type: ignore[list-item]
         banned = torch.from_numpy(self.banned)
         for batch in length_sorted_batches(prefixes, self.batch_size):
@@ -86,6 +105,23 @@ class TorchScorer:
                     results[i] = tokens[row][: n_words[i]]
         return results
 
+    def _beam_complete(self, prefixes, n_words, beam_width):
+        """One text at a time, its hypotheses stepped one by one: slower than greedy's batches, still seconds."""
+        import torch
+
+        def scored(hidden, state):
+            return torch.log_softmax(self.model.logits(hidden[0, -1]).float(), dim=-1).numpy(), state
+
+        def start(prefix):
+            with torch.no_grad():
+                return scored(*self.model.hidden(torch.tensor([prefix])))
+
+        def step(token, state):
+            with torch.no_grad():
+                return scored(*self.model.hidden(torch.tensor([[token]]), state))
+
+        return beam_complete(start, step, prefixes, n_words, beam_width, self.banned)
+
 
 class StepScorer:
     """Any model with edge_runtime's step API: initial_state() and step(id, state)."""
@@ -106,7 +142,9 @@ class StepScorer:
             results.append(np.stack(rows))
         return results
 
-    def complete(self, prefixes, n_words):
+    def complete(self, prefixes, n_words, beam_width=1):
+        if beam_width > 1:
+            return beam_complete(self._after, self.model.step, prefixes, n_words, beam_width, self.banned)
         results = []
         for prefix, n in zip(prefixes, n_words):
             state = self.model.initial_state()
@@ -119,6 +157,12 @@ class StepScorer:
                 log_probs, state = self.model.step(token, state)
             results.append(out)
         return results
+
+    def _after(self, prefix):
+        state = self.model.initial_state()
+        for token in prefix:
+            log_probs, state = self.model.step(token, state)
+        return log_probs, state
 
 
 def length_sorted_batches(sequences, batch_size: int) -> list[list[int]]:
