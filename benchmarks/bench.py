@@ -195,7 +195,8 @@ def saved_quality(bundle: Path) -> dict[tuple[str, str], tuple[dict, str]]:
 
     A full test-split score takes minutes per file, longer than the whole
     benchmark; a release bundle carries its reports (`edgecomplete eval ...
-    > eval-int8-onnx.json`), and --eval-texts 0 reuses them instead.
+    > eval-int8-onnx.json`), and --eval-texts 0 reuses them instead. Only
+    greedy reports count, the decoding the benchmark's completions use.
     """
     found = {}
     for path in sorted(bundle.glob("eval*.json")):
@@ -205,6 +206,8 @@ def saved_quality(bundle: Path) -> dict[tuple[str, str], tuple[dict, str]]:
             log.warning("skipping %s: not an eval report", path)
             continue
         if not isinstance(report, dict) or report.get("split") != "test" or "rouge1" not in report:
+            continue
+        if report.get("beam_width", 1) != 1:
             continue
         model = report.get("model") or {}
         kind = model.get("kind")

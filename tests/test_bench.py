@@ -285,6 +285,8 @@ def test_saved_eval_reports_fill_the_quality_table(tiny_bundle, tiny_corpus, tmp
     (bundle / "eval-int8-onnx.json").write_text(json.dumps(report), encoding="utf-8")
     (bundle / "eval-broken.json").write_text("{not json", encoding="utf-8")
     (bundle / "eval-train.json").write_text(json.dumps(report | {"split": "train"}), encoding="utf-8")
+    beam = report | {"beam_width": 4, "rouge1": 0.0}
+    (bundle / "eval-z-beam4-int8-onnx.json").write_text(json.dumps(beam), encoding="utf-8")  # read last, skipped
 
     config = BenchConfig(bundle=str(bundle), data=str(tiny_corpus), distilgpt2=False, eval_texts=0)
     entries = {e.file: e for e in plan_models(config, load_manifest(bundle))}
