@@ -1,5 +1,6 @@
 """The quality protocol on hand-made cases whose scores are known."""
 
+import json
 import math
 
 import numpy as np
@@ -158,3 +159,34 @@ def test_checkpoint_and_bundle_complete_alike(exported_bundle, beam_width):
     got = torch_scorer.complete(prefixes, n_words, beam_width=beam_width)
     assert got == step_scorer.complete(prefixes, n_words, beam_width=beam_width)
     assert [len(c) for c in got] == n_words
+
+
+def test_decoding_sweep_scores_each_width_on_the_same_texts(tmp_path, capsys):
+    from training import decoding_sweep
+    from training.corpus import build_vocab, read_texts
+    from training.evaluate import evaluate_path
+    from training.ngram import NgramConfig, NgramModel
+
+    words = ["i", "love", "my", "dog", "you", "see", "the", "cat", "at", "home"]
+    texts = [" ".join(words[(i * j + i) % len(words)] for j in range(4 + i % 6)) for i in range(600)]
+    data = tmp_path / "texts.txt"
+    data.write_text("\n".join(texts), encoding="utf-8")
+    train = read_texts([data], split="train")
+    model = NgramModel.fit(train, build_vocab(train, 50), NgramConfig(order=3))
+    model.save(tmp_path / "ngram.pkl.gz")
+
+    out = tmp_path / "sweep.json"
+    code = decoding_sweep.main([str(tmp_path), "--data", str(data), "--split", "val", "--widths", "1", "3",
+                                "--out", str(out)])  # fmt: skip
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report == json.loads(capsys.readouterr().out)
+    assert set(report["widths"]) == {"1", "3"}
+    greedy = evaluate_path(tmp_path, data, split="val")
+    assert report["n"] == greedy["n"] > 0
+    assert report["widths"]["1"]["rouge1"] == greedy["rouge1"]
+
+    assert decoding_sweep.main([str(tmp_path / "missing"), "--data", str(data)]) == 2
+    assert decoding_sweep.main([str(tmp_path), "--data", str(data), "--widths", "0"]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert [line for line in errors if line.startswith("error:")] == errors[-2:]
