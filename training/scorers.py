@@ -2,8 +2,9 @@
 
 A scorer gives, for a batch of token-id sequences (each starting with
 <bos>), the next-token log-probabilities after every position, and
-completions of prefixes, greedy or by beam search. The PyTorch checkpoint, the n-gram baseline and
-an exported bundle (through edge_runtime) each have one.
+completions of prefixes, greedy or by beam search. The PyTorch checkpoint,
+the n-gram baseline and an exported bundle (through edge_runtime) each have
+one.
 """
 
 from __future__ import annotations
@@ -106,7 +107,10 @@ class TorchScorer:
         return results
 
     def _beam_complete(self, prefixes, n_words, beam_width):
-        """One text at a time, its hypotheses stepped one by one: slower than greedy's batches, still seconds."""
+        """One text at a time, its hypotheses stepped one by one.
+
+        Minutes for a test split, where greedy's batches take seconds.
+        """
         import torch
 
         def scored(hidden, state):
