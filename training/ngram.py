@@ -113,8 +113,8 @@ class NgramModel:
         results = []
         for seq in sequences:
             # seq starts with <bos>; the padding supplies the rest of the context.
-            rows = [self.distribution(list(seq[1 : i + 1])) for i in range(len(seq))]
-            results.append(np.log(np.maximum(np.stack(rows), 1e-30)).astype(np.float32))
+            rows = [self._log_distribution(list(seq[1 : i + 1])) for i in range(len(seq))]
+            results.append(np.stack(rows).astype(np.float32))
         return results
 
     def complete(self, prefixes, n_words, beam_width=1):

@@ -151,9 +151,7 @@ class StepScorer:
             return beam_complete(self._after, self.model.step, prefixes, n_words, beam_width, self.banned)
         results = []
         for prefix, n in zip(prefixes, n_words):
-            state = self.model.initial_state()
-            for token in prefix:
-                log_probs, state = self.model.step(token, state)
+            log_probs, state = self._after(prefix)
             out = []
             for _ in range(n):
                 token = int(np.argmax(np.where(self.banned, -np.inf, log_probs)))
@@ -163,6 +161,7 @@ class StepScorer:
         return results
 
     def _after(self, prefix):
+        """Log-probabilities and state after stepping through `prefix`."""
         state = self.model.initial_state()
         for token in prefix:
             log_probs, state = self.model.step(token, state)
