@@ -41,6 +41,7 @@ import numpy as np
 
 from edge_runtime import backends
 from edge_runtime.manifest import BundleError, Manifest, load_manifest
+from edge_runtime.mbr import MBR, mbr_search
 from edge_runtime.search import beam_search, top_k
 from edge_runtime.text import normaliser
 from edge_runtime.typed import Typed, split_typed
@@ -190,15 +191,27 @@ class Model:
         log_probs, _ = self.feed(typed.words[-MAX_CONTEXT_WORDS:])
         return self.rank(log_probs, k, prefix=typed.partial)
 
-    def complete(self, text: str, n_words: int = 3, beam_width: int = 1, *, stop_at_end: bool = True) -> list[str]:
+    def complete(
+        self,
+        text: str,
+        n_words: int = 3,
+        beam_width: int = 1,
+        *,
+        stop_at_end: bool = True,
+        mbr: MBR | None = None,
+    ) -> list[str]:
         """The likeliest next `n_words` words after `text` (fewer if the text ends first).
 
-        beam_width 1 is greedy. If `text` ends mid-word the first word completes
-        it (the whole word is returned, "tomor" -> "tomorrow").
+        beam_width 1 is greedy. With `mbr` (edge_runtime.MBR), the phrase with
+        the highest expected word overlap with what follows, from sampled
+        continuations: better ROUGE, samples x n_words steps at most. If
+        `text` ends mid-word the first word completes it (the whole word is
+        returned, "tomor" -> "tomorrow").
         """
         typed = self.typed(text)
         log_probs, state = self.feed(typed.words[-MAX_CONTEXT_WORDS:])
-        return self.search(log_probs, state, n_words, beam_width, prefix=typed.partial, stop_at_end=stop_at_end)
+        return self.search(log_probs, state, n_words, beam_width, prefix=typed.partial, stop_at_end=stop_at_end,
+                           mbr=mbr)  # fmt: skip
 
     def session(self, history: int | None = None):
         """A new incremental Session on this model (see edge_runtime.session)."""
@@ -229,13 +242,23 @@ class Model:
         *,
         prefix: str = "",
         stop_at_end: bool = True,
+        mbr: MBR | None = None,
     ) -> list[str]:
-        """Beam search for up to `n_words` words from (log_probs, state); beam_width 1 is greedy."""
+        """Up to `n_words` words from (log_probs, state): beam search (beam_width 1 is greedy) or `mbr`."""
         _check_non_negative("n_words", n_words)
         _check_positive("beam_width", beam_width)
+        if mbr is not None and beam_width != 1:
+            raise ValueError("beam_width and mbr are two decodings: give one")
         first = self._candidates(prefix)
         if first is not None and len(first) == 0:
             return []
+
+        if mbr is not None:
+
+            def restrict(lp: np.ndarray, position: int) -> np.ndarray:
+                return self._restricted(lp, first if position == 0 else None, stop_at_end)
+
+            return self.vocab.decode(mbr_search(self.step, log_probs, state, n_words, mbr, restrict, self.vocab.eos_id))
 
         def expansions(lp: np.ndarray, width: int, position: int) -> list[tuple[int, float]]:
             return self._expansions(lp, width, first if position == 0 else None, stop_at_end)
@@ -248,14 +271,23 @@ class Model:
             # Completing the typed word: a word, never <eos>.
             top = allowed[top_k(log_probs[allowed], min(width, len(allowed)))]
         else:
-            scores = log_probs.copy()
-            scores[self._never] = -np.inf
-            if not stop_at_end:
-                scores[self.vocab.eos_id] = -np.inf
+            scores = self._restricted(log_probs, None, stop_at_end)
             top = top_k(scores, width)
             # With a beam wider than the words left, the banned tokens' -inf would fill it.
             top = top[np.isfinite(scores[top])]
         return [(int(i), float(log_probs[i])) for i in top]
+
+    def _restricted(self, log_probs: np.ndarray, allowed, stop_at_end: bool) -> np.ndarray:
+        """`log_probs` with -inf for what may not be generated: outside `allowed` if given, else the banned tokens."""
+        if allowed is not None:
+            scores = np.full_like(log_probs, -np.inf)
+            scores[allowed] = log_probs[allowed]
+            return scores
+        scores = log_probs.copy()
+        scores[self._never] = -np.inf
+        if not stop_at_end:
+            scores[self.vocab.eos_id] = -np.inf
+        return scores
 
     def _candidates(self, prefix: str) -> np.ndarray | None:
         """Ids of the words that start with `prefix`, or None for no prefix (every word)."""

@@ -32,6 +32,37 @@ def _clean_errors(fn):
     return wrapper
 
 
+def _mbr_options(fn):
+    """--mbr-samples and its settings, passed on as one `mbr` argument: an edge_runtime.MBR, or None."""
+
+    @click.option(
+        "--mbr-samples",
+        type=int,
+        help="Minimum-Bayes-risk decoding from this many sampled continuations, instead of beam search.",
+    )
+    @click.option("--mbr-temperature", default=0.7, show_default=True, help="Sampling temperature for --mbr-samples.")
+    @click.option(
+        "--mbr-bigram-weight",
+        default=1.0,
+        show_default=True,
+        help="Worth of a matching word pair relative to a matching word, for --mbr-samples.",
+    )
+    @click.option("--mbr-seed", default=0, show_default=True, help="Seed of the samples, for --mbr-samples.")
+    @functools.wraps(fn)
+    def wrapper(*args, mbr_samples, mbr_temperature, mbr_bigram_weight, mbr_seed, **kwargs):
+        from edge_runtime.mbr import MBR
+
+        mbr = None
+        if mbr_samples is not None:
+            try:
+                mbr = MBR(mbr_samples, mbr_temperature, mbr_bigram_weight, mbr_seed)
+            except ValueError as e:
+                raise click.UsageError(str(e)) from None
+        return fn(*args, mbr=mbr, **kwargs)
+
+    return wrapper
+
+
 @click.group()
 def main():
     """On-device text autocompletion: train, evaluate, export, complete, benchmark."""
@@ -100,8 +131,9 @@ def ngram(data, order, smoothing, vocab_size, out_dir):
 @click.option("--examples", default=0, show_default=True, help="Include this many texts with their completions.")
 @click.option("--beam-width", default=1, show_default=True, type=int,
               help="Beam search over this many hypotheses; 1, greedy, is the protocol's default.")  # fmt: skip
+@_mbr_options
 @_clean_errors
-def eval_(model_path, data_path, split, limit, model_file, backend, out_path, examples, beam_width):
+def eval_(model_path, data_path, split, limit, model_file, backend, out_path, examples, beam_width, mbr):
     """Score a model by the quality protocol; prints one JSON object.
 
     MODEL is a checkpoint, the folder that holds one, or a bundle folder.
@@ -113,7 +145,7 @@ def eval_(model_path, data_path, split, limit, model_file, backend, out_path, ex
     from training.evaluate import evaluate_path
 
     report = evaluate_path(model_path, data_path, split=split, limit=limit, model_file=model_file, backend=backend,
-                           examples=examples, beam_width=beam_width)  # fmt: skip
+                           examples=examples, beam_width=beam_width, mbr=mbr)  # fmt: skip
     text = json.dumps(report, indent=2)
     if out_path:
         from pathlib import Path
@@ -129,11 +161,12 @@ def eval_(model_path, data_path, split, limit, model_file, backend, out_path, ex
               help="Print the K likeliest next words, or completions of the word being typed. Default: 3.")  # fmt: skip
 @click.option("--words", "n_words", type=int, help="Print the likeliest next N words as one line instead.")
 @click.option("--beam", "beam_width", default=1, show_default=True, help="Beam width for --words; 1 is greedy.")
+@_mbr_options
 @click.option("--file", "model_file", default="model.int8.onnx", show_default=True, help="Which model file to run.")
 @click.option("--backend", default="auto", show_default=True,
               type=click.Choice(["auto", "onnxruntime", "ai-edge-litert", "tflite-runtime"]))  # fmt: skip
 @_clean_errors
-def complete(bundle, text, k, n_words, beam_width, model_file, backend):
+def complete(bundle, text, k, n_words, beam_width, mbr, model_file, backend):
     """Suggest the next word, or complete a phrase, after TEXT with the model in BUNDLE.
 
     Suggestions print one per line: the word, a tab, its log-probability.
@@ -143,6 +176,7 @@ def complete(bundle, text, k, n_words, beam_width, model_file, backend):
     Example:
       edgecomplete complete artifacts/default "see you tomor"
       edgecomplete complete artifacts/default "good morning" --words 4 --beam 4
+      edgecomplete complete artifacts/default "good morning" --words 4 --mbr-samples 32
     """
     import edge_runtime
 
@@ -150,7 +184,7 @@ def complete(bundle, text, k, n_words, beam_width, model_file, backend):
         raise click.UsageError("use --suggest or --words, not both")
     model = edge_runtime.load(bundle, model_file=model_file, backend=backend)
     if n_words is not None:
-        click.echo(" ".join(model.complete(text, n_words=n_words, beam_width=beam_width)))
+        click.echo(" ".join(model.complete(text, n_words=n_words, beam_width=beam_width, mbr=mbr)))
         return
     for suggestion in model.suggest(text, k=3 if k is None else k):
         click.echo(f"{suggestion.word}\t{suggestion.score:.3f}")

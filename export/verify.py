@@ -102,9 +102,9 @@ class _RunnerScorer:
         self.vocab = vocab
         self.banned = banned_mask(vocab)
 
-    def complete(self, prefixes, n_words, beam_width=1):
+    def complete(self, prefixes, n_words, beam_width=1, mbr=None):
         # Verification compares each file with PyTorch on the protocol's default decoding.
-        if beam_width != 1:
+        if beam_width != 1 or mbr is not None:
             raise ValueError("export verification scores greedy completions only")
         return complete(self.runner, prefixes, n_words, self.banned)
 

@@ -20,7 +20,7 @@ class FixedScorer:
     def next_log_probs(self, sequences):
         return [np.tile(self.log_probs, (len(s), 1)) for s in sequences]
 
-    def complete(self, prefixes, n_words, beam_width=1):
+    def complete(self, prefixes, n_words, beam_width=1, mbr=None):
         masked = self.log_probs.copy()
         masked[self.vocab.special_ids] = -np.inf
         return [[int(np.argmax(masked))] * n for n in n_words]

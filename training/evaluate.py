@@ -3,8 +3,9 @@
 1. Texts are normalised (edge_runtime.text) and split into words.
 2. Texts of at least 4 words are kept; of n words, the last m = max(1,
    round(n / 4)) are the target and the rest the prefix.
-3. The model completes the prefix with exactly m words, greedily, its state
-   carried through the whole prefix.
+3. The model completes the prefix with exactly m words, greedily unless
+   stated (beam search, minimum-Bayes-risk), its state carried through the
+   whole prefix.
 4. ROUGE-1/2/L F1 (rouge-score, no stemming), averaged, with a bootstrap 95%
    interval. <unk> is never generated, so it never counts as a match.
 5. Next-word top-1/top-3 accuracy at every position of every text, keystroke
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.mbr import MBR
 from edge_runtime.vocab import Vocab
 from training.errors import UserError
 from training.scorers import StepScorer
@@ -141,32 +143,36 @@ def next_word_metrics(scorer, texts: list[list[str]]) -> dict:
     }
 
 
-def completion_metrics(scorer, cases: list[Case], beam_width: int = 1) -> tuple[dict, list[list[str]]]:
+def completion_metrics(scorer, cases: list[Case], beam_width: int = 1, mbr=None) -> tuple[dict, list[list[str]]]:
     vocab = scorer.vocab
     prefixes = [[vocab.bos_id, *vocab.encode(c.prefix)] for c in cases]
-    generated = scorer.complete(prefixes, [len(c.target) for c in cases], beam_width=beam_width)
+    generated = scorer.complete(prefixes, [len(c.target) for c in cases], beam_width=beam_width, mbr=mbr)
     predictions = [vocab.decode(ids) for ids in generated]
     return rouge_scores([c.target for c in cases], predictions), predictions
 
 
-def evaluate(scorer, texts: list[list[str]], examples: int = 0, beam_width: int = 1) -> dict:
+def evaluate(scorer, texts: list[list[str]], examples: int = 0, beam_width: int = 1, mbr: MBR | None = None) -> dict:
     """The whole protocol on normalised texts; one flat dict of figures.
 
-    Completions are greedy, or beam search over `beam_width` hypotheses,
-    the protocol's "unless stated": the report states it as `beam_width`.
+    Completions are greedy, beam search over `beam_width` hypotheses, or
+    minimum-Bayes-risk decoding with `mbr`: the protocol's "unless stated",
+    which the report states as `beam_width` and `mbr`.
     `examples` first texts' prefix, target and completion are added for a
     reader to look at (off by default: they quote the corpus).
     """
     if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
         raise UserError(f"--beam-width must be a positive integer, got {beam_width!r}")
+    if mbr is not None and beam_width != 1:
+        raise UserError("--beam-width and --mbr-samples are two decodings: give one")
     cases = cases_of(texts)
     if not cases:
         raise UserError(f"no text has at least {MIN_WORDS} words: nothing to score")
     kept = [c.prefix + c.target for c in cases]
     log.info("scoring %d texts: completions", len(cases))
-    rouge, predictions = completion_metrics(scorer, cases, beam_width)
+    rouge, predictions = completion_metrics(scorer, cases, beam_width, mbr)
     log.info("scoring %d texts: next-word ranking", len(cases))
-    report = {"n": len(cases), "beam_width": beam_width, **rouge, **next_word_metrics(scorer, kept)}
+    report = {"n": len(cases), "beam_width": beam_width, "mbr": asdict(mbr) if mbr else None, **rouge,
+              **next_word_metrics(scorer, kept)}  # fmt: skip
     report["examples"] = [
         {"prefix": " ".join(c.prefix), "target": " ".join(c.target), "completion": " ".join(p)}
         for c, p in list(zip(cases, predictions))[:examples]
@@ -213,6 +219,7 @@ def evaluate_path(
     backend: str | None = None,
     examples: int = 0,
     beam_width: int = 1,
+    mbr: MBR | None = None,
 ) -> dict:
     """Score the model at `model_path` on the texts of `data_path`."""
     from training.corpus import read_texts
@@ -223,5 +230,5 @@ def evaluate_path(
     texts = [t for t in read_texts([data_path], split=split) if len(t) >= MIN_WORDS]
     if limit:
         texts = texts[:limit]
-    report = evaluate(scorer, texts, examples=examples, beam_width=beam_width)
+    report = evaluate(scorer, texts, examples=examples, beam_width=beam_width, mbr=mbr)
     return {"model": {"path": str(model_path), **description}, "data": str(data_path), "split": split, **report}

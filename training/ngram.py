@@ -24,7 +24,7 @@ import numpy as np
 
 from edge_runtime.vocab import Vocab
 from training.errors import UserError
-from training.scorers import banned_mask, beam_complete
+from training.scorers import banned_mask, beam_complete, mbr_complete
 
 SMOOTHINGS = ("kneser-ney", "stupid-backoff")
 FORMAT = "edgecomplete-ngram"
@@ -117,16 +117,18 @@ class NgramModel:
             results.append(np.stack(rows).astype(np.float32))
         return results
 
-    def complete(self, prefixes, n_words, beam_width=1):
+    def complete(self, prefixes, n_words, beam_width=1, mbr=None):
+        # The state is the context so far; <bos> is not part of it.
+        def step(token, context):
+            context = [*context, token]
+            return self._log_distribution(context), context
+
+        def start(prefix):
+            return self._log_distribution(prefix[1:]), list(prefix[1:])
+
+        if mbr is not None:
+            return mbr_complete(start, step, prefixes, n_words, mbr, self.banned)
         if beam_width > 1:
-            # The state is the context so far; <bos> is not part of it.
-            def step(token, context):
-                context = [*context, token]
-                return self._log_distribution(context), context
-
-            def start(prefix):
-                return self._log_distribution(prefix[1:]), list(prefix[1:])
-
             return beam_complete(start, step, prefixes, n_words, beam_width, self.banned)
         results = []
         for prefix, n in zip(prefixes, n_words):

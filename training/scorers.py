@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from edge_runtime.mbr import MBR
 from edge_runtime.vocab import Vocab
 
 
@@ -23,8 +24,12 @@ class Scorer(Protocol):
         """For each sequence of n ids, log-probabilities [n, V] of the next token."""
         ...
 
-    def complete(self, prefixes: list[list[int]], n_words: list[int], beam_width: int = 1) -> list[list[int]]:
-        """Completion of each prefix (starting with <bos>) by exactly n words; beam_width 1 is greedy."""
+    def complete(self, prefixes: list[list[int]], n_words: list[int], beam_width: int = 1,
+                 mbr: MBR | None = None) -> list[list[int]]:  # fmt: skip
+        """Completion of each prefix (starting with <bos>) by exactly n words.
+
+        beam_width 1 is greedy; with `mbr`, minimum-Bayes-risk decoding (edge_runtime.mbr).
+        """
         ...
 
 
@@ -56,6 +61,20 @@ def beam_complete(start, step, prefixes, n_words, beam_width: int, banned: np.nd
     return results
 
 
+def mbr_complete(start, step, prefixes, n_words, settings: MBR, banned: np.ndarray) -> list[list[int]]:
+    """Each prefix completed by exactly its n words, by minimum-Bayes-risk decoding (edge_runtime.mbr)."""
+    from edge_runtime.mbr import mbr_search
+
+    def restrict(log_probs: np.ndarray, position: int) -> np.ndarray:
+        return np.where(banned, -np.inf, log_probs)
+
+    results = []
+    for prefix, n in zip(prefixes, n_words):
+        log_probs, state = start(prefix)
+        results.append(mbr_search(step, log_probs, state, n, settings, restrict, end_id=-1))
+    return results
+
+
 class TorchScorer:
     """A RecurrentLM checkpoint, batched: the fastest way to score it on a CPU."""
 
@@ -80,11 +99,13 @@ class TorchScorer:
                 results[i] = log_probs[row, : len(sequences[i])]
         return results
 
-    def complete(self, prefixes, n_words, beam_width=1):
+    def complete(self, prefixes, n_words, beam_width=1, mbr=None):
         import torch
 
+        if mbr is not None:
+            return mbr_complete(*self._step_functions(), prefixes, n_words, mbr, self.banned)
         if beam_width > 1:
-            return self._beam_complete(prefixes, n_words, beam_width)
+            return beam_complete(*self._step_functions(), prefixes, n_words, beam_width, self.banned)
         results: list[list[int]] = [None] * len(prefixes)  # type: ignore[list-item]
         banned = torch.from_numpy(self.banned)
         for batch in length_sorted_batches(prefixes, self.batch_size):
@@ -106,10 +127,10 @@ class TorchScorer:
                     results[i] = tokens[row][: n_words[i]]
         return results
 
-    def _beam_complete(self, prefixes, n_words, beam_width):
-        """One text at a time, its hypotheses stepped one by one.
+    def _step_functions(self):
+        """start(prefix) and step(token, state) on one text at a time, for beam search and MBR.
 
-        Minutes for a test split, where greedy's batches take seconds.
+        Stepped one by one, a test split takes minutes where greedy's batches take seconds.
         """
         import torch
 
@@ -124,7 +145,7 @@ class TorchScorer:
             with torch.no_grad():
                 return scored(*self.model.hidden(torch.tensor([[token]]), state))
 
-        return beam_complete(start, step, prefixes, n_words, beam_width, self.banned)
+        return start, step
 
 
 class StepScorer:
@@ -146,7 +167,9 @@ class StepScorer:
             results.append(np.stack(rows))
         return results
 
-    def complete(self, prefixes, n_words, beam_width=1):
+    def complete(self, prefixes, n_words, beam_width=1, mbr=None):
+        if mbr is not None:
+            return mbr_complete(self._after, self.model.step, prefixes, n_words, mbr, self.banned)
         if beam_width > 1:
             return beam_complete(self._after, self.model.step, prefixes, n_words, beam_width, self.banned)
         results = []
