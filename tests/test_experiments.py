@@ -1,0 +1,61 @@
+"""The experiments table: which runs become rows, how decodings are named, what the table shows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import experiments
+from training.errors import UserError
+
+QUALITY = {"n": 10, "rouge1": 0.11, "rouge2": 0.02, "rougeL": 0.1, "top1": 0.2, "top3": 0.3,
+           "keystroke_savings": 0.25, "perplexity": 120.0}  # fmt: skip
+
+
+def report(**fields):
+    return {"split": "test", "model": {"file": "model.int8.onnx"}, **QUALITY, **fields}
+
+
+def test_decodings_are_named_from_the_report():
+    assert experiments.decoding_name(report(beam_width=1, mbr=None)) == "greedy"
+    assert experiments.decoding_name(report(beam_width=8, mbr=None)) == "beam 8"
+    mbr = {"samples": 32, "temperature": 0.7, "bigram_weight": 1.0, "seed": 0}
+    assert experiments.decoding_name(report(beam_width=1, mbr=mbr)) == "MBR 32 samples, T 0.7, bigram weight 1.0"
+
+
+def test_the_shipped_bundle_gives_a_row_per_test_report_greedy_first(tmp_path):
+    (tmp_path / "eval-beam8-int8-onnx.json").write_text(json.dumps(report(beam_width=8)))
+    (tmp_path / "eval-int8-onnx.json").write_text(json.dumps(report(beam_width=1)))
+    (tmp_path / "eval-int8-onnx-val.json").write_text(json.dumps(report(split="val")))  # not test: left out
+    (tmp_path / "eval-int8-tflite.json").write_text(json.dumps(report(model={"file": "model.int8.tflite"})))
+    rows = experiments.shipped_rows(tmp_path, "configs/x.json")
+    assert [r.name for r in rows] == ["shipped, greedy", "shipped, beam 8"]
+
+
+def test_a_bundle_without_a_test_report_is_refused(tmp_path):
+    with pytest.raises(UserError, match="no test-split report of model.int8.onnx"):
+        experiments.shipped_rows(tmp_path, "configs/x.json")
+
+
+def test_configs_without_a_trained_run_are_left_out(tmp_path, caplog):
+    config = tmp_path / "untrained.json"
+    config.write_text(json.dumps({"out_dir": str(tmp_path / "run")}))
+    assert experiments.config_rows([config], data="unused") == []
+    assert "has no model.pt yet" in caplog.text
+    with pytest.raises(UserError, match="no config file"):
+        experiments.config_rows([tmp_path / "missing.json"], data="unused")
+
+
+def test_the_table_holds_every_row_the_baseline_and_the_anchors():
+    latency = {"native model.int8.onnx": 0.15, "native model.int8.tflite": 0.06}
+    record = {"name": "lstm128", "config": "configs/experiments/lstm128.json", "parameters": 1_438_608,
+              "int8_onnx_mb": 1.5, "int8_tflite_mb": 1.6, **QUALITY, "latency_p50_ms": latency}  # fmt: skip
+    ngram = {"name": "trigram", **QUALITY, "rouge1": 0.089}
+    table = experiments.markdown([record], ngram)
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + 1 + 1 + len(experiments.ANCHORS)  # header, model, n-gram, anchors
+    assert "| lstm128 | 1.44M | 1.50 / 1.60 | 0.1100 | 0.0200 |" in table
+    assert "0.150 / 0.060 | — |" in table  # no emulated figure: shown as missing, not as zero
+    assert "0.0890" in table
+    assert "Hard et al., 2018" in table and "0.271" in table
