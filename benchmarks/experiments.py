@@ -39,6 +39,11 @@ log = logging.getLogger("edgecomplete.experiments")
 
 CONFIGS = "configs/experiments"
 EVAL_FILE = "eval-int8-onnx-test.json"
+# The shipped model's runs, each starting from the one before (README, "The shipped model").
+SHIPPED_CONFIGS = " -> ".join(
+    f"configs/{name}.json"
+    for name in ("lstm256", "lstm256-finetune-s140", "lstm256-continue", "lstm256-continue-finetune-s140")
+)
 QUALITY_FILE = "model.int8.onnx"
 LATENCY = [("native", "model.int8.onnx"), ("native", "model.int8.tflite"), ("emulated-aarch64", "model.int8.tflite")]
 FIGURES = ("rouge1", "rouge2", "rougeL", "top1", "top3", "keystroke_savings")
@@ -298,8 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("configs", nargs="*", help=f"train configs; default: every {CONFIGS}/*.json")
     parser.add_argument("--shipped", default="artifacts/default", help="the shipped bundle, scored by its reports")
-    parser.add_argument("--shipped-config", default="configs/lstm256.json -> configs/lstm256-continue.json -> "
-                        "configs/lstm256-continue-finetune-s140.json")  # fmt: skip
+    parser.add_argument("--shipped-config", default=SHIPPED_CONFIGS, help="the configs that trained it, in order")
     parser.add_argument("--ngram-report", default="artifacts/baselines/trigram-stupid-backoff.eval.json")
     parser.add_argument("--ngram-model", help="the n-gram's ngram.pkl.gz, for its size")
     parser.add_argument("--data", default=str(data_root() / "sentiment140" / "tweets.txt"))

@@ -31,6 +31,9 @@ Restrict = Callable[[np.ndarray, int], np.ndarray]
 # Words outside them occur in few samples and can add little expected gain.
 CANDIDATE_WORDS = 32
 ASSEMBLY_BEAM = 8
+# How n-gram posteriors are estimated: from the sampled prefixes' next-token
+# distributions (ExpectedCounts), or by counting the words the samples drew.
+ESTIMATORS = ("expected", "counts")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class MBR:
     temperature: float = 0.7
     bigram_weight: float = 1.0
     seed: int = 0
+    estimator: str = "expected"
 
     def __post_init__(self):
         if isinstance(self.samples, bool) or not isinstance(self.samples, (int, np.integer)) or self.samples < 1:
@@ -55,6 +59,8 @@ class MBR:
             raise ValueError(f"MBR temperature must be a positive number, got {self.temperature!r}")
         if not (isinstance(self.bigram_weight, (int, float)) and 0 <= self.bigram_weight < float("inf")):
             raise ValueError(f"MBR bigram_weight must be a non-negative number, got {self.bigram_weight!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"MBR estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
 
 
 def mbr_search(step, log_probs: np.ndarray, state, n_words: int, settings: MBR, restrict: Restrict,
@@ -66,17 +72,62 @@ def mbr_search(step, log_probs: np.ndarray, state, n_words: int, settings: MBR, 
     exactly `n_words` when `restrict` bans `end_id`.
     """
     rng = np.random.default_rng(settings.seed)
+    expected = ExpectedCounts(settings.samples, end_id)
+    visit = expected.visit if settings.estimator == "expected" else None
     samples = sample_continuations(step, log_probs, state, n_words, settings.samples, settings.temperature,
-                                   restrict, rng, end_id)  # fmt: skip
-    unigrams, bigrams = ngram_posteriors(samples)
+                                   restrict, rng, end_id, visit)  # fmt: skip
+    unigrams, bigrams = expected.posteriors() if visit else ngram_posteriors(samples)
     return assemble(unigrams, bigrams, median_length(samples), settings.bigram_weight)
 
 
+class ExpectedCounts:
+    """N-gram posteriors from the sampled prefixes' whole next-token distributions (Rao-Blackwellised).
+
+    A prefix reached by c of K samples adds c/K times its next-token
+    distribution to the expected count of each word, and to that of each
+    pair its last word starts. The same expectation as counting the words
+    the samples drew, with far less variance: a likely pair is credited at
+    its probability even where no sample drew it.
+    """
+
+    def __init__(self, samples: int, end_id: int):
+        self.samples = samples
+        self.end_id = end_id
+        self.unigram: np.ndarray | None = None
+        self.rows: dict[int, np.ndarray] = {}  # last word -> expected counts of the next
+
+    def visit(self, tokens: tuple[int, ...], p: np.ndarray, count: int) -> None:
+        weighted = p * (count / self.samples)
+        self.unigram = weighted if self.unigram is None else self.unigram + weighted
+        if tokens:
+            row = self.rows.get(tokens[-1])
+            self.rows[tokens[-1]] = weighted if row is None else row + weighted
+
+    def posteriors(self) -> tuple[Counter, Counter]:
+        if self.unigram is None:
+            return Counter(), Counter()
+        unigram = self.unigram.copy()
+        if 0 <= self.end_id < len(unigram):
+            unigram[self.end_id] = 0.0
+        words = np.argsort(-unigram, kind="stable")[:CANDIDATE_WORDS]
+        words = words[unigram[words] > 0]
+        unigrams = Counter({int(w): min(1.0, float(unigram[w])) for w in words})
+        bigrams = Counter({(a, int(b)): float(row[b]) for a, row in self.rows.items() for b in words if row[b] > 0})
+        return unigrams, bigrams
+
+
+Sample = tuple[tuple[int, ...], int]  # token ids, and how many samples drew them
+
+
 def sample_continuations(step, log_probs, state, n_words: int, samples: int, temperature: float, restrict: Restrict,
-                         rng: np.random.Generator, end_id: int) -> list[tuple[tuple[int, ...], int]]:  # fmt: skip
-    """`samples` continuations of up to `n_words` tokens, as (token ids, how many samples drew them)."""
+                         rng: np.random.Generator, end_id: int, visit=None) -> list[Sample]:  # fmt: skip
+    """`samples` continuations of up to `n_words` tokens, as (token ids, how many samples drew them).
+
+    visit(tokens, p, count), if given, sees each prefix sampled from, its
+    next-token distribution and how many samples reached it.
+    """
     frontier = [((), log_probs, state, samples)]
-    drawn: list[tuple[tuple[int, ...], int]] = []
+    drawn: list[Sample] = []
     for position in range(n_words):
         last = position == n_words - 1
         next_frontier = []
@@ -87,7 +138,10 @@ def sample_continuations(step, log_probs, state, n_words: int, samples: int, tem
                 drawn.append((tokens, count))
                 continue
             p = np.where(allowed, np.exp(scores - scores[allowed].max()), 0.0)
-            draws = rng.multinomial(count, p / p.sum())
+            p /= p.sum()
+            if visit is not None:
+                visit(tokens, p, count)
+            draws = rng.multinomial(count, p)
             for token in np.flatnonzero(draws):
                 token, n = int(token), int(draws[token])
                 if token == end_id:
@@ -102,7 +156,7 @@ def sample_continuations(step, log_probs, state, n_words: int, samples: int, tem
     return drawn
 
 
-def ngram_posteriors(samples: list[tuple[tuple[int, ...], int]]) -> tuple[Counter, Counter]:
+def ngram_posteriors(samples: list[Sample]) -> tuple[Counter, Counter]:
     """The fraction of samples in which each word, and each adjacent pair, occurs."""
     total = sum(count for _, count in samples)
     unigrams: Counter = Counter()
@@ -115,7 +169,7 @@ def ngram_posteriors(samples: list[tuple[tuple[int, ...], int]]) -> tuple[Counte
     return unigrams, bigrams
 
 
-def median_length(samples: list[tuple[tuple[int, ...], int]]) -> int:
+def median_length(samples: list[Sample]) -> int:
     lengths = sorted((len(tokens), count) for tokens, count in samples)
     half, seen = sum(count for _, count in lengths) / 2, 0
     for length, count in lengths:

@@ -9,7 +9,7 @@ import pytest
 from test_evaluate import MarkovModel
 
 import edge_runtime
-from edge_runtime.mbr import MBR, assemble, mbr_search, ngram_posteriors, sample_continuations
+from edge_runtime.mbr import MBR, ExpectedCounts, assemble, mbr_search, ngram_posteriors, sample_continuations
 from edge_runtime.vocab import SPECIALS, Vocab
 from training.evaluate import evaluate
 
@@ -43,9 +43,29 @@ def search(n_words=2, end_id=-1, **settings):
     return mbr_search(model.step, log_probs, state, n_words, MBR(**settings), restrict, end_id)
 
 
-def test_mbr_chooses_the_consensus_phrase_greedy_misses():
-    phrase = search(samples=400, temperature=1.0)
+@pytest.mark.parametrize("estimator", ["expected", "counts"])
+def test_mbr_chooses_the_consensus_phrase_greedy_misses(estimator):
+    phrase = search(samples=400, temperature=1.0, estimator=estimator)
     assert phrase in (ids("y", "z"), ids("w", "z"))
+
+
+def test_expected_counts_credit_each_prefix_with_its_whole_distribution():
+    model = MarkovModel(VOCAB, TABLE)
+    log_probs, state = model.step(VOCAB.index["a"], None)
+    expected = ExpectedCounts(samples=10, end_id=-1)
+    samples = sample_continuations(model.step, log_probs, state, 2, 10, 1.0, lambda lp, _: lp,
+                                   np.random.default_rng(0), -1, expected.visit)  # fmt: skip
+    unigrams, bigrams = expected.posteriors()
+    took = Counter()
+    for tokens, count in samples:
+        took[VOCAB.tokens[tokens[0]]] += count / 10
+    # The first word's posteriors are the model's own, whichever words the samples took;
+    # the second's follow from the share of samples that reached each first word.
+    assert unigrams[VOCAB.index["x"]] == pytest.approx(0.4, abs=1e-4)
+    assert unigrams[VOCAB.index["y"]] == pytest.approx(0.3, abs=1e-4)
+    assert unigrams[VOCAB.index["z"]] == pytest.approx(took["y"] + took["w"], abs=1e-4)
+    assert unigrams[VOCAB.index["u"]] == pytest.approx(took["x"] * 0.25, abs=1e-4)
+    assert bigrams[(VOCAB.index["y"], VOCAB.index["z"])] == pytest.approx(took["y"], abs=1e-4)
 
 
 def test_mbr_through_the_protocol_beats_greedy_on_the_consensus_target():
@@ -58,7 +78,7 @@ def test_mbr_through_the_protocol_beats_greedy_on_the_consensus_target():
     assert greedy["rouge1"] == 0.0
     # One of the two targets matched whole, the other by its "z": (1 + 0.5) / 2.
     assert mbr["rouge1"] == pytest.approx(0.75)
-    assert mbr["mbr"] == {"samples": 400, "temperature": 1.0, "bigram_weight": 1.0, "seed": 0}
+    assert mbr["mbr"] == {"samples": 400, "temperature": 1.0, "bigram_weight": 1.0, "seed": 0, "estimator": "expected"}
     # Decoding moves the completions only.
     assert (mbr["top1"], mbr["perplexity"]) == (greedy["top1"], greedy["perplexity"])
 
@@ -119,6 +139,7 @@ def test_an_early_end_shortens_the_phrase_to_the_median_sample():
         ({"temperature": 0.0}, "temperature must be a positive number"),
         ({"temperature": float("nan")}, "temperature must be a positive number"),
         ({"bigram_weight": -1.0}, "bigram_weight must be a non-negative number"),
+        ({"estimator": "mean"}, "estimator must be one of expected, counts"),
     ],
 )
 def test_bad_settings_are_refused(settings, message):
