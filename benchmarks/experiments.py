@@ -271,22 +271,28 @@ def chart(records: list[dict], ngram: dict | None, path: Path) -> None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, figure, label in ((axes[0], "rouge1", "ROUGE-1"), (axes[1], "top3", "next-word top-3 accuracy")):
+        shown = set()
         for r in records:
+            # Decoding rows share their model's next-word figures: one point for them.
+            if (r["parameters"], r[figure]) in shown:
+                continue
+            shown.add((r["parameters"], r[figure]))
             ax.scatter(r["parameters"], r[figure], color="tab:blue")
             ax.annotate(r["name"], (r["parameters"], r[figure]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        for a in ANCHORS:
-            if a.get(figure) is None:
+        lines = [(a["name"], a.get(figure), "tab:gray", "--") for a in ANCHORS if a.get("parameters") is None]
+        if ngram is not None:
+            lines.append((ngram["name"], ngram[figure], "tab:green", ":"))
+        for name, value, color, style in lines:
+            if value is None:
                 continue
-            if a.get("parameters") is None:
-                ax.axhline(a[figure], color="tab:gray", linestyle="--", linewidth=0.8)
-                ax.annotate(a["name"], (records[0]["parameters"], a[figure]), fontsize=7, color="tab:gray")
-            else:
+            ax.axhline(value, color=color, linestyle=style, linewidth=0.8)
+            ax.text(0.99, value, name, transform=ax.get_yaxis_transform(), ha="right", va="bottom", fontsize=7,
+                    color=color)  # fmt: skip
+        for a in ANCHORS:
+            if a.get(figure) is not None and a.get("parameters") is not None:
                 ax.scatter(a["parameters"], a[figure], color="tab:red", marker="s")
                 ax.annotate(a["name"], (a["parameters"], a[figure]), fontsize=7, xytext=(3, -10),
                             textcoords="offset points", color="tab:red")  # fmt: skip
-        if ngram is not None:
-            ax.axhline(ngram[figure], color="tab:green", linestyle=":", linewidth=0.8)
-            ax.annotate(ngram["name"], (records[0]["parameters"], ngram[figure]), fontsize=7, color="tab:green")
         ax.set_xscale("log")
         ax.set_xlabel("parameters (int8 bytes are about one per parameter)")
         ax.set_ylabel(label)
