@@ -59,3 +59,22 @@ def test_the_table_holds_every_row_the_baseline_and_the_anchors():
     assert "0.150 / 0.060 | — |" in table  # no emulated figure: shown as missing, not as zero
     assert "0.0890" in table
     assert "Hard et al., 2018" in table and "0.271" in table
+
+
+def test_decoding_latency_times_every_decoding_on_every_prompt(exported_bundle, tweets_file, tmp_path, capsys):
+    from benchmarks import decoding_latency
+
+    out = tmp_path / "latency.json"
+    code = decoding_latency.main([str(exported_bundle), "--file", "model.int8.onnx", "--data", str(tweets_file),
+                                  "--prompts", "3", "--rounds", "2", "--warmup", "1", "--mbr-samples", "4",
+                                  "--out", str(out)])  # fmt: skip
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert list(report["decodings"]) == ["greedy", "beam 8", "MBR 4 samples"]
+    calls = report["prompts"]["count"] * 2
+    assert all(d["calls"] == calls and d["p50_ms"] > 0 for d in report["decodings"].values())
+    assert report["decodings"]["greedy"]["p50_over_greedy"] == 1.0
+    assert "MBR 4 samples" in capsys.readouterr().out
+
+    assert decoding_latency.main([str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
