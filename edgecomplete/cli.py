@@ -40,24 +40,24 @@ def _mbr_options(fn):
         type=int,
         help="Minimum-Bayes-risk decoding from this many sampled continuations, instead of beam search.",
     )
-    @click.option("--mbr-temperature", default=0.7, show_default=True, help="Sampling temperature for --mbr-samples.")
-    @click.option(
-        "--mbr-bigram-weight",
-        default=1.0,
-        show_default=True,
-        help="Worth of a matching word pair relative to a matching word, for --mbr-samples.",
-    )
-    @click.option("--mbr-seed", default=0, show_default=True, help="Seed of the samples, for --mbr-samples.")
+    @click.option("--mbr-temperature", type=float, help="Sampling temperature for --mbr-samples (default: MBR's).")
+    @click.option("--mbr-bigram-weight", type=float,
+                  help="Worth of a matching word pair relative to a matching word (default: MBR's).")  # fmt: skip
+    @click.option("--mbr-seed", type=int, help="Seed of the samples, for --mbr-samples (default: 0).")
     @functools.wraps(fn)
     def wrapper(*args, mbr_samples, mbr_temperature, mbr_bigram_weight, mbr_seed, **kwargs):
         from edge_runtime.mbr import MBR
 
-        mbr = None
-        if mbr_samples is not None:
-            try:
-                mbr = MBR(mbr_samples, mbr_temperature, mbr_bigram_weight, mbr_seed)
-            except ValueError as e:
-                raise click.UsageError(str(e)) from None
+        given = {"temperature": mbr_temperature, "bigram_weight": mbr_bigram_weight, "seed": mbr_seed}
+        given = {name: value for name, value in given.items() if value is not None}
+        if mbr_samples is None:
+            if given:
+                raise click.UsageError("--mbr-temperature, --mbr-bigram-weight and --mbr-seed need --mbr-samples")
+            return fn(*args, mbr=None, **kwargs)
+        try:
+            mbr = MBR(mbr_samples, **given)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
         return fn(*args, mbr=mbr, **kwargs)
 
     return wrapper

@@ -175,3 +175,25 @@ def test_checkpoint_and_bundle_mbr_alike(exported_bundle):
     got = torch_scorer.complete(prefixes, [3, 2, 4], mbr=settings)
     assert got == step_scorer.complete(prefixes, [3, 2, 4], mbr=settings)
     assert [len(c) for c in got] == [3, 2, 4]
+
+
+def test_cli_completes_by_mbr_and_refuses_bad_settings(tiny_bundle):
+    from click.testing import CliRunner
+
+    from edgecomplete.cli import main
+
+    model = edge_runtime.load(tiny_bundle)
+    args = ["complete", str(tiny_bundle), "i love", "--words", "3"]
+    result = CliRunner().invoke(main, [*args, "--mbr-samples", "8", "--mbr-temperature", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == " ".join(model.complete("i love", n_words=3, mbr=MBR(8, temperature=0.5)))
+
+    for extra, message in (
+        (["--mbr-samples", "0"], "MBR samples must be a positive integer"),
+        (["--mbr-temperature", "0.5"], "need --mbr-samples"),
+        (["--mbr-samples", "8", "--beam", "2"], "beam_width and mbr are two decodings"),
+    ):
+        result = CliRunner().invoke(main, [*args, *extra])
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+        assert "Traceback" not in result.output
