@@ -46,9 +46,11 @@ class MBR:
     worth of an expected matching word pair relative to a matching word.
     """
 
+    # Chosen on the validation split (README, Decoding): the bigram weight
+    # with the most ROUGE-2 among those that keep ROUGE-1 at 0.115 or more.
     samples: int = 32
-    temperature: float = 0.7
-    bigram_weight: float = 1.0
+    temperature: float = 1.0
+    bigram_weight: float = 8.0
     seed: int = 0
     estimator: str = "expected"
 

@@ -78,7 +78,7 @@ def test_mbr_through_the_protocol_beats_greedy_on_the_consensus_target():
     assert greedy["rouge1"] == 0.0
     # One of the two targets matched whole, the other by its "z": (1 + 0.5) / 2.
     assert mbr["rouge1"] == pytest.approx(0.75)
-    assert mbr["mbr"] == {"samples": 400, "temperature": 1.0, "bigram_weight": 1.0, "seed": 0, "estimator": "expected"}
+    assert mbr["mbr"] == {"samples": 400, "temperature": 1.0, "bigram_weight": 8.0, "seed": 0, "estimator": "expected"}
     # Decoding moves the completions only.
     assert (mbr["top1"], mbr["perplexity"]) == (greedy["top1"], greedy["perplexity"])
 
@@ -139,7 +139,7 @@ def test_an_early_end_shortens_the_phrase_to_the_median_sample():
         ({"temperature": 0.0}, "temperature must be a positive number"),
         ({"temperature": float("nan")}, "temperature must be a positive number"),
         ({"bigram_weight": -1.0}, "bigram_weight must be a non-negative number"),
-        ({"estimator": "mean"}, "estimator must be one of expected, counts"),
+        ({"estimator": "mean"}, "estimator must be one of"),
     ],
 )
 def test_bad_settings_are_refused(settings, message):
