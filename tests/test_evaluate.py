@@ -178,7 +178,7 @@ def test_decoding_sweep_scores_each_width_on_the_same_texts(tmp_path, capsys):
 
     out = tmp_path / "sweep.json"
     code = decoding_sweep.main([str(tmp_path), "--data", str(data), "--split", "val", "--widths", "1", "3",
-                                "--mbr", "8,1.0,4", "--out", str(out)])  # fmt: skip
+                                "--mbr", "8,1.0,4", "8,1.0,4,counts", "--out", str(out)])  # fmt: skip
     assert code == 0
     report = json.loads(out.read_text())
     assert report == json.loads(capsys.readouterr().out)
@@ -186,8 +186,9 @@ def test_decoding_sweep_scores_each_width_on_the_same_texts(tmp_path, capsys):
     greedy = evaluate_path(tmp_path, data, split="val")
     assert report["n"] == greedy["n"] > 0
     assert report["widths"]["1"]["rouge1"] == greedy["rouge1"]
-    [mbr] = report["mbr"]
+    mbr, counted = report["mbr"]
     assert (mbr["settings"]["samples"], mbr["settings"]["bigram_weight"]) == (8, 4.0)
+    assert (mbr["settings"]["estimator"], counted["settings"]["estimator"]) == ("expected", "counts")
     mbr_eval = evaluate_path(tmp_path, data, split="val", mbr=MBR(8, 1.0, 4.0))
     assert mbr["rouge1"] == mbr_eval["rouge1"]
 
@@ -197,6 +198,9 @@ def test_decoding_sweep_scores_each_width_on_the_same_texts(tmp_path, capsys):
     with pytest.raises(SystemExit):
         decoding_sweep.main([str(tmp_path), "--data", str(data), "--mbr", "8,hot,4"])
     assert "is not SAMPLES,TEMPERATURE,BIGRAM_WEIGHT" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        decoding_sweep.main([str(tmp_path), "--data", str(data), "--mbr", "8,1.0,4,guess"])
+    assert "estimator must be one of" in capsys.readouterr().err
 
     assert decoding_sweep.main([str(tmp_path / "missing"), "--data", str(data)]) == 2
     assert decoding_sweep.main([str(tmp_path), "--data", str(data), "--widths", "0"]) == 2

@@ -5,9 +5,10 @@
         --mbr 32,1.0,1 32,1.0,8
 
 `--widths` are beam widths (1 is greedy); each `--mbr` is
-SAMPLES,TEMPERATURE,BIGRAM_WEIGHT of minimum-Bayes-risk decoding
-(edge_runtime.mbr). Decoding moves the completions only (next-word
-accuracy, keystroke savings and perplexity do not depend on it), so the
+SAMPLES,TEMPERATURE,BIGRAM_WEIGHT[,ESTIMATOR] of minimum-Bayes-risk decoding
+(edge_runtime.mbr; the estimator is "expected", the default, or "counts").
+Decoding moves the completions only (next-word accuracy, keystroke savings
+and perplexity do not depend on it), so the
 sweep scores completions alone, each decoding on the same texts. Choose on
 the validation split; the test split then scores that choice once.
 """
@@ -58,12 +59,16 @@ def _print(name: str, scores: dict) -> None:
 
 
 def parse_mbr(text: str) -> MBR:
-    """SAMPLES,TEMPERATURE,BIGRAM_WEIGHT as MBR settings."""
+    """SAMPLES,TEMPERATURE,BIGRAM_WEIGHT[,ESTIMATOR] as MBR settings."""
     try:
-        samples, temperature, weight = text.split(",")
-        return MBR(int(samples), float(temperature), float(weight))
+        samples, temperature, weight, *estimator = text.split(",")
+        if len(estimator) > 1:
+            raise ValueError("too many fields")
+        return MBR(int(samples), float(temperature), float(weight), estimator=estimator[0] if estimator else "expected")
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{text!r} is not SAMPLES,TEMPERATURE,BIGRAM_WEIGHT ({e})") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not SAMPLES,TEMPERATURE,BIGRAM_WEIGHT[,ESTIMATOR] ({e})"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="val", choices=["train", "val", "test", "all"])
     parser.add_argument("--limit", type=int, help="score only the first N texts of the split")
     parser.add_argument("--widths", type=int, nargs="*", default=[1, 2, 4, 8])
-    parser.add_argument("--mbr", type=parse_mbr, nargs="*", default=[], metavar="SAMPLES,TEMPERATURE,BIGRAM_WEIGHT")
+    parser.add_argument(
+        "--mbr", type=parse_mbr, nargs="*", default=[], metavar="SAMPLES,TEMPERATURE,BIGRAM_WEIGHT[,ESTIMATOR]"
+    )
     parser.add_argument("--out", help="also write the JSON report here")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
