@@ -10,6 +10,11 @@ posteriors are estimated from ancestral samples drawn at a temperature, and
 a small beam search assembles the phrase of n words with the highest summed
 unigram posterior plus `bigram_weight` times its bigram posterior.
 
+Known gap: the phrase is chosen for expected overlap, not fluency. Pairs
+count through `bigram_weight`, but nothing requires each adjacent pair to
+be one the model would write, so a phrase can read as a list of likely
+words; a keyboard showing phrases verbatim may prefer beam search.
+
 Samples share prefixes: the samples that reach a prefix are split among the
 next tokens by one multinomial draw, so the model steps once per distinct
 prefix rather than once per sample and word. Each call draws from a fresh

@@ -3,6 +3,7 @@
     model = edge_runtime.load("artifacts/default")       # model.int8.onnx, backend chosen automatically
     model.suggest("see you tomor", k=3)                  # [Suggestion(word='tomorrow', score=-0.4), ...]
     model.complete("see you", n_words=3, beam_width=4)   # ['tomorrow', 'at', 'the']
+    model.complete("see you", n_words=3, mbr=MBR())      # most expected overlap with what follows (edge_runtime.mbr)
 
 The step API, for evaluation and custom decoding:
 
@@ -23,7 +24,9 @@ scores compare across calls.
 Generation never emits <pad>, <unk> or <bos>; <eos> ends a phrase early
 (unless `stop_at_end=False`, which bans it too and always gives `n_words`).
 Beam search ranks phrases by their summed log-probability, so a phrase that
-ends early competes with longer ones as the model scores it.
+ends early competes with longer ones as the model scores it. MBR samples
+continuations with a generator seeded from its settings, so one text always
+gets one completion.
 
 A one-shot call (`suggest`, `complete`) feeds at most the last
 MAX_CONTEXT_WORDS words of the text. The recurrent state could carry more,
