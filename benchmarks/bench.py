@@ -207,7 +207,7 @@ def saved_quality(bundle: Path) -> dict[tuple[str, str], tuple[dict, str]]:
             continue
         if not isinstance(report, dict) or report.get("split") != "test" or "rouge1" not in report:
             continue
-        if report.get("beam_width", 1) != 1:
+        if report.get("beam_width", 1) != 1 or report.get("mbr"):
             continue
         model = report.get("model") or {}
         kind = model.get("kind")

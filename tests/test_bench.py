@@ -287,6 +287,8 @@ def test_saved_eval_reports_fill_the_quality_table(tiny_bundle, tiny_corpus, tmp
     (bundle / "eval-train.json").write_text(json.dumps(report | {"split": "train"}), encoding="utf-8")
     beam = report | {"beam_width": 4, "rouge1": 0.0}
     (bundle / "eval-z-beam4-int8-onnx.json").write_text(json.dumps(beam), encoding="utf-8")  # read last, skipped
+    mbr = report | {"mbr": {"samples": 32}, "rouge1": 0.0}
+    (bundle / "eval-z-mbr-int8-onnx.json").write_text(json.dumps(mbr), encoding="utf-8")  # greedy width, still skipped
 
     config = BenchConfig(bundle=str(bundle), data=str(tiny_corpus), distilgpt2=False, eval_texts=0)
     entries = {e.file: e for e in plan_models(config, load_manifest(bundle))}
