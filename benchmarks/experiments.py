@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +111,7 @@ def config_rows(config_paths: list[Path], data: str) -> list[Row]:
         bundle = run / "bundle"
         if not (bundle / "manifest.json").is_file():
             export(run, bundle, data)
-        rows.append(Row(path.stem, str(path), bundle, quality=test_quality(bundle, data)))
+        rows.append(Row(path.stem, str(path), bundle, quality=quality_on_test_split(bundle, data)))
     return rows
 
 
@@ -122,7 +123,7 @@ def export(run: Path, bundle: Path, data: str) -> None:
     export_bundle(run, bundle, ExportConfig(quantize=True, data=data, force=True))
 
 
-def test_quality(bundle: Path, data: str) -> dict:
+def quality_on_test_split(bundle: Path, data: str) -> dict:
     """The bundle's test-split report for model.int8.onnx, scored now if it has none."""
     from training.evaluate import evaluate_path
 
@@ -186,8 +187,6 @@ def measure_latency(rows: list[Row], out: Path, emulated: bool) -> None:
             if record["status"] != "ok":
                 raise UserError(f"{row.name} {file} on {t}: {record['status']} ({record.get('error')})")
             row.latency[f"{t} {file}"] = record["token_ms_p50"]
-    import shutil
-
     shutil.rmtree(workers, ignore_errors=True)  # the workers' files quote the prompts
 
 

@@ -79,11 +79,10 @@ def mbr_search(step, log_probs: np.ndarray, state, n_words: int, settings: MBR, 
     exactly `n_words` when `restrict` bans `end_id`.
     """
     rng = np.random.default_rng(settings.seed)
-    expected = ExpectedCounts(settings.samples, end_id)
-    visit = expected.visit if settings.estimator == "expected" else None
+    expected = ExpectedCounts(settings.samples, end_id) if settings.estimator == "expected" else None
     samples = sample_continuations(step, log_probs, state, n_words, settings.samples, settings.temperature,
-                                   restrict, rng, end_id, visit)  # fmt: skip
-    unigrams, bigrams = expected.posteriors() if visit else ngram_posteriors(samples)
+                                   restrict, rng, end_id, expected.visit if expected else None)  # fmt: skip
+    unigrams, bigrams = expected.posteriors() if expected else ngram_posteriors(samples)
     return assemble(unigrams, bigrams, median_length(samples), settings.bigram_weight)
 
 
