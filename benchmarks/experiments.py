@@ -22,6 +22,12 @@ The shipped bundle is a row of its own, scored by its saved test report,
 and the n-gram baseline and the published anchors sit in the same table
 with their sources. Writes experiments.json, experiments.md and
 chart-quality-size.png.
+
+A row of the table already in --out whose run folder is gone (run folders
+are not kept in the repository) is carried over as it was recorded, marked
+as measured in an earlier run: its quality figures do not depend on the
+run, but its latency was timed beside other rows than this run's. Rows of
+an earlier shipped model are carried as "previously shipped".
 """
 
 from __future__ import annotations
@@ -92,6 +98,35 @@ class Row:
     sizes: dict = field(default_factory=dict)  # model file -> bytes
     latency: dict = field(default_factory=dict)  # "target file" -> per-token p50 ms
     note: str = ""
+
+
+CARRIED = "carried over: figures and latency as measured in an earlier run of this table"
+PREVIOUSLY_SHIPPED = "previously shipped"
+
+
+def carried_records(earlier: Path, present: set[str], shipped_config: str) -> list[dict]:
+    """Records of the table in `earlier` to keep: variants whose run is gone, and an earlier shipped model's rows.
+
+    `present` holds the configs that have rows in this run; rows of the
+    current shipped model are made afresh from its reports.
+    """
+    if not earlier.is_file():
+        return []
+    try:
+        records = json.loads(earlier.read_text(encoding="utf-8"))["rows"]
+    except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
+        raise UserError(f"{earlier} is not an experiments table ({e}); move it away to start a new one") from None
+    kept = []
+    for record in records:
+        if record["config"] in present or record["config"] == shipped_config:
+            continue
+        record = dict(record)
+        if record["name"].startswith("shipped,"):
+            record["name"] = PREVIOUSLY_SHIPPED + record["name"].removeprefix("shipped")
+        if not record.get("note", "").startswith(CARRIED):
+            record["note"] = CARRIED + (f" ({record['note']})" if record.get("note") else "")
+        kept.append(record)
+    return kept
 
 
 def config_rows(config_paths: list[Path], data: str) -> list[Row]:
@@ -199,8 +234,8 @@ def ngram_row(report_path: Path, model_path: Path | None) -> dict:
     return row
 
 
-def write_table(rows: list[Row], shipped: list[Row], ngram: dict | None, out: Path) -> None:
-    records = [row_record(r) for r in [*shipped, *rows]]
+def write_table(rows: list[Row], shipped: list[Row], carried: list[dict], ngram: dict | None, out: Path) -> None:
+    records = [row_record(r) for r in [*shipped, *rows]] + carried
     data = {"rows": records, "ngram": ngram, "anchors": ANCHORS, "latency": [f"{t} {f}" for t, f in LATENCY]}
     (out / "experiments.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     (out / "experiments.md").write_text(markdown(records, ngram), encoding="utf-8")
@@ -234,8 +269,10 @@ def markdown(records: list[dict], ngram: dict | None) -> str:
     lines = [header, "|" + "---|" * 11]
     for r in records:
         lat = r["latency_p50_ms"]
+        mark = " \u2020" if r.get("note", "").startswith(CARRIED) else ""
         lines.append(
-            f"| {r['name']} | {r['parameters'] / 1e6:.2f}M | {r['int8_onnx_mb']:.2f} / {r['int8_tflite_mb']:.2f} | "
+            f"| {r['name']}{mark} | {r['parameters'] / 1e6:.2f}M | "
+            f"{r['int8_onnx_mb']:.2f} / {r['int8_tflite_mb']:.2f} | "
             + " | ".join(_f(r[k]) for k in FIGURES[:5])
             + f" | {r['keystroke_savings']:.3f} | {_f(lat.get('native model.int8.onnx'), 3)} / "
             f"{_f(lat.get('native model.int8.tflite'), 3)} | {_f(lat.get('emulated-aarch64 model.int8.tflite'), 2)} |"
@@ -254,7 +291,10 @@ def markdown(records: list[dict], ngram: dict | None) -> str:
         "# Experiments\n\n"
         "Every model row: the quality protocol on the Sentiment140 test split "
         f"({records[0]['n']} texts), greedy completions, the bundle's `model.int8.onnx`; per-token p50 of the int8 "
-        "files measured one after another in one run, with the same prompts.\n\n" + "\n".join(lines) + "\n\n"
+        "files measured one after another in one run, with the same prompts. \u2020: carried over from an earlier "
+        "run of this table, whose run folder is gone; its latency was measured beside that run's rows.\n\n"
+        + "\n".join(lines)
+        + "\n\n"
         "Configs:\n\n" + sources + "\n"
     )
 
@@ -320,16 +360,18 @@ def main(argv: list[str] | None = None) -> int:
         paths = [Path(p) for p in args.configs] or sorted(Path(CONFIGS).glob("*.json"))
         rows = config_rows(paths, args.data)
         shipped = shipped_rows(Path(args.shipped), args.shipped_config)
+        out = Path(args.out)
+        present = {row.config for row in rows}
+        carried = carried_records(out / "experiments.json", present, args.shipped_config)
         for row in [*shipped, *rows]:
             describe(row)
-        out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         measure_latency([shipped[0], *rows], out, emulated=not args.no_emulated)
         for row in shipped[1:]:
             row.latency = shipped[0].latency  # one model: decoding changes the steps taken, not a step's cost
         ngram_path = Path(args.ngram_model) if args.ngram_model else None
         ngram = ngram_row(Path(args.ngram_report), ngram_path) if Path(args.ngram_report).is_file() else None
-        write_table(rows, shipped, ngram, out)
+        write_table(rows, shipped, carried, ngram, out)
     except (UserError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

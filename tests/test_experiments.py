@@ -78,3 +78,30 @@ def test_decoding_latency_times_every_decoding_on_every_prompt(exported_bundle, 
 
     assert decoding_latency.main([str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_rows_whose_run_is_gone_are_carried_over_and_marked(tmp_path):
+    def record(name, config):
+        return {"name": name, "config": config, "parameters": 3_000_000, "int8_onnx_mb": 3.3, "int8_tflite_mb": 3.4,
+                **QUALITY, "latency_p50_ms": {"native model.int8.onnx": 0.4}, "note": ""}  # fmt: skip
+
+    earlier = tmp_path / "experiments.json"
+    earlier.write_text(json.dumps({"rows": [
+        record("shipped, greedy", "a.json -> b.json"),
+        record("gru256", "configs/experiments/gru256.json"),
+        record("lstm128", "configs/experiments/lstm128.json"),
+    ]}))  # fmt: skip
+
+    # gru256 was run again: its fresh row wins. The shipped model changed: its old rows stay, renamed.
+    kept = experiments.carried_records(earlier, {"configs/experiments/gru256.json"}, "c.json -> d.json")
+    assert [r["name"] for r in kept] == ["previously shipped, greedy", "lstm128"]
+    assert all(r["note"].startswith(experiments.CARRIED) for r in kept)
+    assert "| lstm128 \u2020 | 3.00M |" in experiments.markdown(kept, None)
+
+    # The same shipped model: its rows are made afresh from its reports, not carried.
+    assert [r["name"] for r in experiments.carried_records(earlier, set(), "a.json -> b.json")] == [
+        "gru256", "lstm128"]  # fmt: skip
+    assert experiments.carried_records(tmp_path / "none.json", set(), "x") == []
+    earlier.write_text("not json")
+    with pytest.raises(UserError, match="is not an experiments table"):
+        experiments.carried_records(earlier, set(), "x")
