@@ -23,11 +23,11 @@ def measure(config, train_seqs, pad_id, steps: int, warmup: int, seed: int) -> l
     """Tokens/s of each timed step of one fresh model."""
     import torch
 
-    from training.models import RecurrentLM
+    from training.models import build_model
     from training.trainer import batch_loss, epoch_batches, pad_batch
 
     torch.manual_seed(seed)
-    model = RecurrentLM(config.model).train()
+    model = build_model(config.model).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
     batches = epoch_batches(train_seqs, config.batch_size, seed, 0)
     rates = []

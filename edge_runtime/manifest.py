@@ -10,11 +10,13 @@ A bundle is a folder:
                                           model.int8-full.tflite  full-integer TFLite (16x8)
 
 Every model file is the same one-step graph. Inputs: `token_ids` int32 [B]
-and one float32 tensor per state part, each [L, B, H] (LSTM: `h`, `c`; GRU:
-`h`). Outputs: `logits` float32 [B, V] (or `log_probs`, as `graph.scores`
-says) and the next state, `h_out` (and `c_out`). `graph.state` pairs each
-state input with the output that feeds it at the next step. B is dynamic in
-ONNX and 1 in TFLite.
+and one float32 tensor per state part, each with B on axis 1 (LSTM: `h`, `c`
+[L, B, H]; GRU: `h`; other archs add parts, such as an attention window
+[W, B, H]). Outputs: `logits` float32 [B, V] (or `log_probs`, as
+`graph.scores` says) and the next state, `h_out` (and `c_out`, ...).
+`graph.state` pairs each state input with the output that feeds it at the
+next step. All zeros is the state before a text. B is dynamic in ONNX and 1
+in TFLite.
 
 Example (abridged):
 

@@ -13,8 +13,9 @@ The step API, for evaluation and custom decoding:
 
 `log_probs` is float32 [V], a normalised log-softmax over the vocabulary;
 `state` maps each state input of the graph (manifest `graph.state`, e.g.
-"h" and "c") to a float32 array [L, 1, H]; `step` never changes the state it
-is given, so a state can be kept and stepped again (backspace, beams).
+"h" and "c") to a float32 array of its manifest shape with batch 1 ([L, 1, H]
+for those); `step` never changes the state it is given, so a state can be
+kept and stepped again (backspace, beams).
 
 Scores of suggestions are natural-log probabilities of the word at that
 position. A current-word suggestion's score is the probability of the whole
@@ -313,7 +314,7 @@ class Model:
 
 
 def _state_shapes(manifest: Manifest) -> dict[str, tuple[int, ...]]:
-    """Shape of each state input with batch 1: [L, "batch", H] in the manifest becomes (L, 1, H)."""
+    """Shape of each state input with batch 1: [L, "batch", H] in the manifest becomes (L, 1, H), and so on."""
     declared = {i["name"]: i["shape"] for i in manifest.graph.get("inputs", [])}
     shapes = {}
     for name, _ in manifest.state_pairs:

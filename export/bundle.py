@@ -157,6 +157,9 @@ def _write_tflite(weights, folder: Path, samples, config: ExportConfig) -> list[
         kinds = ("dynamic", "full") if config.tflite_quantization == "both" else (config.tflite_quantization,)
         for kind in kinds:
             name, quantization = TFLITE_INT8_FILES[kind]
+            if quantization == "int8-full" and weights.full_integer_unsupported:
+                log.info("skip: %s for arch %s: %s", name, weights.arch, weights.full_integer_unsupported)
+                continue
             log.info("quantize: %s (%s)", name, quantization)
             with quiet_logs():
                 tflite_export.export_tflite(weights, folder / name, quantization, samples)
@@ -176,11 +179,13 @@ def _file_entry(folder: Path, name: str, fmt: str, quantization: str) -> dict:
 
 
 def _manifest(model, vocab, entries: list[dict], ckpt: dict, checkpoint_path) -> dict:
+    from export.step_graph import weights_of
+    from training.config import WINDOW_ARCHS
     from training.models import count_parameters
 
     config = model.config
-    state_names = ["h", "c"] if config.arch == "lstm" else ["h"]
-    state_shape = [config.num_layers, "batch", config.hidden_size]
+    state_layout = weights_of(model).state_layout
+    window = {"window": config.window} if config.arch in WINDOW_ARCHS else {}
     return {
         "format": mf.FORMAT,
         "format_version": mf.FORMAT_VERSION,
@@ -196,14 +201,15 @@ def _manifest(model, vocab, entries: list[dict], ckpt: dict, checkpoint_path) ->
             "hidden_size": config.hidden_size,
             "num_layers": config.num_layers,
             "tie_embeddings": config.tie_embeddings,
+            **window,
             "parameters": count_parameters(model),
         },
         "graph": {
             "inputs": [{"name": "token_ids", "shape": ["batch"], "dtype": "int32"}]
-            + [{"name": name, "shape": state_shape, "dtype": "float32"} for name in state_names],
+            + [{"name": name, "shape": shape, "dtype": "float32"} for name, shape in state_layout],
             "outputs": [{"name": "logits", "shape": ["batch", len(vocab)], "dtype": "float32"}]
-            + [{"name": f"{name}_out", "shape": state_shape, "dtype": "float32"} for name in state_names],
-            "state": [{"input": name, "output": f"{name}_out"} for name in state_names],
+            + [{"name": f"{name}_out", "shape": shape, "dtype": "float32"} for name, shape in state_layout],
+            "state": [{"input": name, "output": f"{name}_out"} for name, _ in state_layout],
             "scores": {"name": "logits", "kind": "logits"},
         },
         "files": entries,

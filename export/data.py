@@ -41,7 +41,7 @@ def encode(texts: list[list[str]], vocab: Vocab) -> list[list[int]]:
 
 
 def calibration_samples(runner, sequences: list[list[int]], count: int, seed: int = 0) -> list[list[np.ndarray]]:
-    """`count` real steps, each [token_ids [1], *state [L, 1, H]], the state being what the model carried there.
+    """`count` real steps, each [token_ids [1], *state (batch 1)], the state being what the model carried there.
 
     Quantization sets each activation's range from these, so the state
     inputs must hold values a real text produces, not zeros or noise.

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from export.deps import require
-from export.step_graph import StepWeights, torch_step_module
+from export.step_graph import StepWeights, torch_step_module, zero_state
 
 
 def graph_names(weights: StepWeights) -> tuple[list[str], list[str]]:
@@ -24,14 +24,13 @@ def graph_names(weights: StepWeights) -> tuple[list[str], list[str]]:
 
 
 def export_onnx(weights: StepWeights, path: Path, opset: int) -> Path:
-    """Write the fp32 step graph with a dynamic batch dimension."""
+    """Write the fp32 step graph with a dynamic batch dimension (axis 1 of every state tensor)."""
     import torch
 
     require("onnx", "ONNX export")
     module = torch_step_module(weights)
     inputs, outputs = graph_names(weights)
-    state = torch.zeros(weights.num_layers, 1, weights.hidden_size)
-    example = (torch.zeros(1, dtype=torch.int32), *(state for _ in weights.state_names))
+    example = (torch.zeros(1, dtype=torch.int32), *(torch.from_numpy(s) for s in zero_state(weights, 1)))
     dynamic_axes = {"token_ids": {0: "batch"}, "logits": {0: "batch"}}
     for name in inputs[1:] + outputs[1:]:
         dynamic_axes[name] = {1: "batch"}

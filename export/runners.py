@@ -2,7 +2,8 @@
 
 Every runner has the same face: `initial_state(batch)` and
 `step(token_ids [B] int32, state) -> (logits [B, V], next state)`, with the
-state a list of float32 arrays [L, B, H] in the manifest's order (h, c).
+state a list of float32 arrays in the manifest's order (the step weights'
+state_layout: h, c for an LSTM), each with the batch on axis 1.
 This is export's own harness for verification; the device runtime lives in
 edge_runtime and is tested on its own.
 """
@@ -19,7 +20,7 @@ from training.scorers import group_by_length, length_sorted_batches
 
 
 class TorchRunner:
-    """The reference: the trained RecurrentLM itself, not the rewritten step graph."""
+    """The reference: the trained model itself, not the rewritten step graph."""
 
     max_batch = 256
 
@@ -52,11 +53,11 @@ class OnnxRunner:
         options.intra_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.state_names = list(state_names)
-        self.state_shape = self.session.get_inputs()[1].shape  # [L, "batch", H]
+        shapes = {i.name: i.shape for i in self.session.get_inputs()}
+        self.state_shapes = [shapes[name] for name in self.state_names]  # each with "batch" at axis 1
 
     def initial_state(self, batch: int) -> list[np.ndarray]:
-        layers, _, hidden = self.state_shape
-        return [np.zeros((layers, batch, hidden), np.float32) for _ in self.state_names]
+        return [np.zeros(_with_batch(shape, batch), np.float32) for shape in self.state_shapes]
 
     def step(self, token_ids: np.ndarray, state: list[np.ndarray]):
         feed = {"token_ids": token_ids.astype(np.int32), **dict(zip(self.state_names, state))}
@@ -90,16 +91,21 @@ class TfliteRunner:
         self.runner = self.interpreter.get_signature_runner()
         self.state_names = list(state_names)
         details = self.runner.get_input_details()
-        self.state_shape = tuple(details[self.state_names[0]]["shape"])
+        self.state_shapes = [tuple(details[name]["shape"]) for name in self.state_names]
 
     def initial_state(self, batch: int) -> list[np.ndarray]:
         if batch != 1:
             raise ValueError(f"a TFLite step graph takes one text at a time, not {batch}")
-        return [np.zeros(self.state_shape, np.float32) for _ in self.state_names]
+        return [np.zeros(shape, np.float32) for shape in self.state_shapes]
 
     def step(self, token_ids: np.ndarray, state: list[np.ndarray]):
         outputs = self.runner(token_ids=token_ids.astype(np.int32), **dict(zip(self.state_names, state)))
         return outputs["logits"], [outputs[f"{name}_out"] for name in self.state_names]
+
+
+def _with_batch(shape, batch: int) -> tuple[int, ...]:
+    """A graph input's shape with its batch axis (axis 1, named or unknown in the graph) set to `batch`."""
+    return tuple(batch if k == 1 else int(d) for k, d in enumerate(shape))
 
 
 def runner_for(path: Path, state_names: Sequence[str]):

@@ -12,6 +12,7 @@ a time.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,7 +32,10 @@ def _tensorflow():
 
 
 def _step_function(weights: StepWeights, row_quantized_table: bool = False):
-    """A module and its concrete step: (token_ids [1] int32, *state [L, 1, H]) -> {logits [1, V], *next state}.
+    """A module and its concrete step: (token_ids [1] int32, *state) -> {logits [1, V], *next state}.
+
+    The state is `weights.state_layout` with batch 1; the signature names its
+    inputs after the layout and its outputs `{name}_out`.
 
     With `row_quantized_table` the table enters as int8 rows (see
     _row_quantized) times one scale per row, for dynamic-range and 16x8
@@ -49,57 +53,29 @@ def _step_function(weights: StepWeights, row_quantized_table: bool = False):
             head_arrays[-1] = ((rows * row_scales[:, None]).T.copy(), b_out)
     else:
         embedding, row_scale = tf.constant(weights.embedding), None
-    layers = [
-        [tf.constant(a) for a in _layer_arrays(weights.arch, layer.w_ih, layer.w_hh, layer.b_ih, layer.b_hh)]
-        for layer in weights.layers
-    ]
+    cell = weights.tf_cell(tf)
     head = [(tf.constant(w), tf.constant(b)) for w, b in head_arrays]
-    hidden = weights.hidden_size
-
-    def lstm_cell(x, h, c, w_ih, w_hh, b):
-        i, f, g, o = tf.split(tf.matmul(x, w_ih) + b + tf.matmul(h, w_hh), 4, axis=-1)
-        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-        return tf.sigmoid(o) * tf.tanh(c), c
-
-    def gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):
-        xr, xz, xn = tf.split(tf.matmul(x, w_ih) + b_ih, 3, axis=-1)
-        hr, hz, hn = tf.split(tf.matmul(h, w_hh) + b_hh, 3, axis=-1)
-        r = tf.sigmoid(xr + hr)
-        z = tf.sigmoid(xz + hz)
-        n = tf.tanh(xn + r * hn)
-        return (1.0 - z) * n + z * h
+    names = weights.state_names
 
     def step(token_ids, *state):
         x = tf.gather(embedding, token_ids)  # [1, E]
         if row_scale is not None:
             x = x * tf.gather(row_scale, token_ids)[:, None]
-        hs = tf.unstack(state[0], axis=0)  # L x [1, H]
-        cs = tf.unstack(state[1], axis=0) if weights.arch == "lstm" else None
-        next_h, next_c = [], []
-        for k, params in enumerate(layers):
-            if weights.arch == "lstm":
-                x, c = lstm_cell(x, hs[k], cs[k], *params)
-                next_c.append(c)
-            else:
-                x = gru_cell(x, hs[k], *params)
-            next_h.append(x)
+        x, next_state = cell(x, list(state))
         for w, b in head:
             x = tf.matmul(x, w) + b
-        outputs = {"logits": x, "h_out": tf.stack(next_h)}
-        if weights.arch == "lstm":
-            outputs["c_out"] = tf.stack(next_c)
-        return outputs
+        return {"logits": x, **{f"{name}_out": s for name, s in zip(names, next_state)}}
 
-    state_spec = [weights.num_layers, 1, hidden]
     specs = [tf.TensorSpec([1], tf.int32, name="token_ids")]
-    specs += [tf.TensorSpec(state_spec, tf.float32, name=name) for name in weights.state_names]
+    specs += [tf.TensorSpec([1 if d == "batch" else d for d in shape], tf.float32, name=name)
+              for name, shape in weights.state_layout]  # fmt: skip
     # The converter names the signature's inputs after the function's
-    # arguments and its outputs after the returned dict's keys.
+    # parameters and its outputs after the returned dict's keys; a signature
+    # spelled out from the layout gives every state tensor its name.
+    parameters = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ["token_ids", *names]]
+    step.__signature__ = inspect.Signature(parameters)
     module = tf.Module()
-    if weights.arch == "lstm":
-        module.step = tf.function(lambda token_ids, h, c: step(token_ids, h, c), input_signature=specs)
-    else:
-        module.step = tf.function(lambda token_ids, h: step(token_ids, h), input_signature=specs)
+    module.step = tf.function(step, input_signature=specs)
     return module, module.step.get_concrete_function()
 
 
@@ -115,13 +91,6 @@ def _row_quantized(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scales[scales == 0] = 1.0
     rows = np.clip(np.round(table / scales[:, None]), -127, 127)
     return rows.astype(np.float32), scales.astype(np.float32)
-
-
-def _layer_arrays(arch: str, w_ih, w_hh, b_ih, b_hh) -> tuple[np.ndarray, ...]:
-    # As in the PyTorch step module: an LSTM's two biases fold into one.
-    if arch == "lstm":
-        return (w_ih, w_hh, b_ih + b_hh)
-    return (w_ih, w_hh, b_ih, b_hh)
 
 
 def export_tflite(
@@ -148,8 +117,11 @@ def export_tflite(
     if quantization == "int8-full":
         if samples is None:
             raise ValueError("full-integer quantization needs calibration samples")
-        sample_list = list(samples)
-        converter.representative_dataset = lambda: iter(sample_list)
+        # By name: the calibrator feeds a list in the graph's own input order
+        # (token_ids, c, h for an LSTM), not in the order the samples hold.
+        names = ["token_ids", *weights.state_names]
+        sample_dicts = [dict(zip(names, sample)) for sample in samples]
+        converter.representative_dataset = lambda: iter(sample_dicts)
         # 16x8: int16 activations, int8 weights, integer kernels only (no
         # float fallback). With int8 activations the cell state's rounding
         # compounded step by step and the logits were too coarse for top-1

@@ -154,8 +154,9 @@ def verify(model, vocab: Vocab, folder: Path, entries: list[dict], texts: list[l
     Returns the verify.json report; raises nothing, the caller decides.
     """
     from export.runners import TorchRunner, runner_for
+    from export.step_graph import weights_of
 
-    state_names = ["h", "c"] if model.config.arch == "lstm" else ["h"]
+    state_names = weights_of(model).state_names
     reference = TorchRunner(model)
     runners = {e["path"]: runner_for(folder / e["path"], state_names) for e in entries}
 

@@ -91,8 +91,14 @@ class TinyWeights:
         return self.w_hh.shape[0]
 
     @property
+    def state_layout(self) -> list[tuple[str, list]]:
+        """(name, shape) per state tensor, as export.step_graph's weights declare it: batch on axis 1."""
+        shape = [1, "batch", self.hidden_size]
+        return [("h", shape), ("c", shape)] if self.arch == "lstm" else [("h", shape)]
+
+    @property
     def state_names(self) -> list[str]:
-        return ["h", "c"] if self.arch == "lstm" else ["h"]
+        return [name for name, _ in self.state_layout]
 
 
 def tiny_weights(arch: str = "lstm", vocab_size: int | None = None, dim: int = 8, hidden: int = 16, seed: int = 0):
@@ -196,11 +202,11 @@ def write_onnx(weights: TinyWeights, path: Path, scores: str = "logits") -> None
     if scores == "log_probs":
         nodes.append(helper.make_node("LogSoftmax", ["logits"], ["log_probs"], axis=-1))
 
-    state_shape = [1, "batch", hidden]
+    layout = weights.state_layout
     inputs = [helper.make_tensor_value_info("token_ids", TensorProto.INT32, ["batch"])]
-    inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, state_shape) for n in weights.state_names]
+    inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in layout]
     outputs = [helper.make_tensor_value_info(scores, TensorProto.FLOAT, ["batch", v])]
-    outputs += [helper.make_tensor_value_info(f"{n}_out", TensorProto.FLOAT, state_shape) for n in weights.state_names]
+    outputs += [helper.make_tensor_value_info(f"{n}_out", TensorProto.FLOAT, shape) for n, shape in layout]
     graph = helper.make_graph(
         nodes, "step", inputs, outputs, [numpy_helper.from_array(a, name) for name, a in inits.items()]
     )
@@ -224,10 +230,10 @@ def write_tflite(weights: TinyWeights, path: Path, quantize: bool = False) -> No
     """A TFLite step with batch 1 and a signature naming the tensors as the manifest does."""
     import tensorflow as tf
 
-    hidden = weights.hidden_size
     c = {k: tf.constant(getattr(weights, k)) for k in ("embedding", "w_ih", "w_hh", "b_ih", "b_hh", "w_out", "b_out")}
     specs = [tf.TensorSpec([1], tf.int32, name="token_ids")]
-    specs += [tf.TensorSpec([1, 1, hidden], tf.float32, name=n) for n in weights.state_names]
+    specs += [tf.TensorSpec([1 if d == "batch" else d for d in shape], tf.float32, name=n)
+              for n, shape in weights.state_layout]  # fmt: skip
 
     def cell(token_ids, h, cs=None):
         x = tf.gather(c["embedding"], token_ids)
@@ -269,7 +275,6 @@ def write_manifest(folder: Path, weights: TinyWeights, files: dict[str, str], sc
     vocab = Vocab([*SPECIALS, *TINY_WORDS, *filler][:v])
     vocab.save(folder / "vocab.json")
     hidden, v = weights.hidden_size, len(vocab)
-    state_shape = [1, "batch", hidden]
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -287,9 +292,9 @@ def write_manifest(folder: Path, weights: TinyWeights, files: dict[str, str], sc
         },  # fmt: skip
         "graph": {
             "inputs": [{"name": "token_ids", "shape": ["batch"], "dtype": "int32"}]
-            + [{"name": n, "shape": state_shape, "dtype": "float32"} for n in weights.state_names],
+            + [{"name": n, "shape": shape, "dtype": "float32"} for n, shape in weights.state_layout],
             "outputs": [{"name": scores, "shape": ["batch", v], "dtype": "float32"}]
-            + [{"name": f"{n}_out", "shape": state_shape, "dtype": "float32"} for n in weights.state_names],
+            + [{"name": f"{n}_out", "shape": shape, "dtype": "float32"} for n, shape in weights.state_layout],
             "state": [{"input": n, "output": f"{n}_out"} for n in weights.state_names],
             "scores": {"name": scores, "kind": scores},
         },
@@ -344,8 +349,8 @@ def tiny_bundle_all(tmp_path_factory) -> Path:
     return folder
 
 
-def tiny_recurrent_lm(arch: str = "lstm", seed: int = 0, num_layers: int = 1):
-    """An untrained RecurrentLM over the tiny vocabulary, its weights scaled so scores spread out.
+def tiny_recurrent_lm(arch: str = "lstm", seed: int = 0, num_layers: int = 1, window: int = 0):
+    """An untrained model of `arch` over the tiny vocabulary, its weights scaled so scores spread out.
 
     At its initialisation every word is about equally likely, and near-ties
     would make top-1 comparisons between files a test of rounding.
@@ -353,12 +358,13 @@ def tiny_recurrent_lm(arch: str = "lstm", seed: int = 0, num_layers: int = 1):
     import torch
 
     from training.config import ModelConfig
-    from training.models import RecurrentLM
+    from training.models import build_model
 
     torch.manual_seed(seed)
     vocab = Vocab([*SPECIALS, *TINY_WORDS])
-    config = ModelConfig(arch=arch, vocab_size=len(vocab), embedding_dim=8, hidden_size=16, num_layers=num_layers)
-    model = RecurrentLM(config).eval()
+    config = ModelConfig(arch=arch, vocab_size=len(vocab), embedding_dim=8, hidden_size=16, num_layers=num_layers,
+                         window=window)  # fmt: skip
+    model = build_model(config).eval()
     with torch.no_grad():
         model.embedding.weight.mul_(20.0)
         model.output_bias.normal_(0.0, 1.0)
@@ -369,6 +375,14 @@ def tiny_recurrent_lm(arch: str = "lstm", seed: int = 0, num_layers: int = 1):
 def exported_bundle(tmp_path_factory) -> Path:
     """A tiny RecurrentLM exported by export.bundle.export_bundle: all four model files, verified."""
     pytest.importorskip("tensorflow")
+    return export_tiny_bundle(tmp_path_factory.mktemp("exported"), *tiny_recurrent_lm())
+
+
+def export_tiny_bundle(folder: Path, model, vocab: Vocab, **overrides) -> Path:
+    """`model` over the tiny vocabulary saved as a checkpoint in `folder`, then exported and verified there.
+
+    `overrides` set ExportConfig fields (formats, tflite_quantization, ...).
+    """
     import torch
 
     from export.bundle import export_bundle
@@ -376,8 +390,6 @@ def exported_bundle(tmp_path_factory) -> Path:
     from training import checkpoint
     from training.config import TrainConfig
 
-    folder = tmp_path_factory.mktemp("exported")
-    model, vocab = tiny_recurrent_lm()
     config = TrainConfig(model=model.config)
     torch.save({"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "config": config.to_dict(),
                 "vocab": vocab.tokens, "model": model.state_dict()}, folder / "model.pt")  # fmt: skip
@@ -387,4 +399,6 @@ def exported_bundle(tmp_path_factory) -> Path:
     (folder / "texts.txt").write_text("\n".join(texts), encoding="utf-8")
     export_config = ExportConfig(quantize=True, data=str(folder / "texts.txt"), calibration_texts=50,
                                  calibration_steps=300, verify_positions=300, rouge_texts=20)  # fmt: skip
+    for name, value in overrides.items():
+        setattr(export_config, name, value)
     return export_bundle(folder / "model.pt", folder / "bundle", export_config)

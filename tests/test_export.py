@@ -365,6 +365,41 @@ def test_untied_int8_tflite_keeps_an_int8_table_and_its_numbers(tmp_path, monkey
         assert (a.argmax(-1) == b.argmax(-1)).mean() >= 0.95
 
 
+def test_full_integer_calibration_feeds_each_state_tensor_its_own_values(tmp_path):
+    """The int16 range of c comes from c's samples, h's from h's: the calibrator must not pair them by position.
+
+    The graph's own input order is token_ids, c, h; the samples hold token_ids, h, c.
+    """
+    pytest.importorskip("tensorflow")
+    import torch
+
+    from export.data import calibration_samples
+    from export.runners import TorchRunner, tflite_interpreter
+    from export.step_graph import weights_of
+    from export.tflite_export import export_tflite
+    from training.config import ModelConfig
+    from training.models import RecurrentLM
+
+    torch.manual_seed(5)
+    model = RecurrentLM(ModelConfig(vocab_size=80, embedding_dim=16, hidden_size=16, dropout=0.0)).eval()
+    with torch.no_grad():
+        model.embedding.weight.mul_(20.0)
+        model.rnn.bias_ih_l0.add_(2.0)  # open the gates: a cell state well outside h's [-1, 1]
+    sequences = np.random.default_rng(1).integers(4, 80, (10, 9)).tolist()
+    samples = calibration_samples(TorchRunner(model), sequences, 80)
+    path = export_tflite(weights_of(model), tmp_path / "m.int8-full.tflite", "int8-full", samples)
+    ranges = {
+        d["name"]: float(d["quantization"][0]) * 32767
+        for d in tflite_interpreter(path, default_delegates=False).get_tensor_details()
+        if d["name"] in ("serving_default_h:0_int16", "serving_default_c:0_int16")
+    }
+    h_max = max(float(np.abs(s[1]).max()) for s in samples)
+    c_max = max(float(np.abs(s[2]).max()) for s in samples)
+    assert c_max > 2 * h_max
+    assert ranges["serving_default_h:0_int16"] == pytest.approx(h_max, rel=1e-3)
+    assert ranges["serving_default_c:0_int16"] == pytest.approx(c_max, rel=1e-3)
+
+
 @pytest.mark.slow
 def test_other_quantizations_export_and_match(trained, tweets_file, tmp_path):
     """ONNX static (calibrated activations) and TFLite dynamic-range, both verified."""

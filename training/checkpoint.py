@@ -82,8 +82,8 @@ def vocab_of(ckpt: dict) -> Vocab:
 
 def model_of(ckpt: dict):
     """The model in eval mode, weights loaded."""
-    from training.models import RecurrentLM
+    from training.models import build_model
 
-    model = RecurrentLM(config_of(ckpt).model)
+    model = build_model(config_of(ckpt).model)
     model.load_state_dict(ckpt["model"])
     return model.eval()

@@ -14,18 +14,25 @@ from pathlib import Path
 
 from training.errors import UserError
 
-ARCHS = ("lstm", "gru")
+ARCHS = ("lstm", "gru", "lstm-attention", "cnn-lstm", "transformer")
+WINDOW_ARCHS = ("lstm-attention", "cnn-lstm", "transformer")  # the archs that read `window`
 
 
 @dataclass
 class ModelConfig:
-    arch: str = "lstm"  # lstm or gru
+    arch: str = "lstm"  # one of ARCHS
     vocab_size: int = 10_000  # words incl. 4 special tokens; 10k leaves ~7% of tweet words unknown
     embedding_dim: int = 256
     hidden_size: int = 256
     num_layers: int = 1
     dropout: float = 0.3  # on embeddings and LSTM outputs; tweets are a small corpus
     tie_embeddings: bool = True  # output layer reuses the input embedding through a projection
+    window: int = 0  # lstm-attention: past hidden states attended over; cnn-lstm: convolution width in tokens
+    # window, for the transformer: positions each one attends to (itself and the window - 1 before it),
+    # the length of its key-value cache. Its width is embedding_dim (d_model), num_layers counts its
+    # blocks, and hidden_size is unused.
+    num_heads: int = 4  # transformer: attention heads; embedding_dim must divide by it
+    ffn_size: int = 1024  # transformer: feed-forward inner width, 4 x d_model as in Vaswani et al. (2017)
 
     def validate(self) -> None:
         if self.arch not in ARCHS:
@@ -35,6 +42,20 @@ class ModelConfig:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.arch in WINDOW_ARCHS and self.window < 1:
+            raise UserError(f"window must be at least 1 for arch {self.arch!r}, got {self.window}: set model.window")
+        if self.arch == "transformer":
+            self._validate_transformer()
+
+    def _validate_transformer(self) -> None:
+        for name in ("num_heads", "ffn_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.embedding_dim % self.num_heads:
+            raise UserError(
+                f"embedding_dim {self.embedding_dim} is not divisible by num_heads {self.num_heads}: "
+                "pick a head count that divides the model width"
+            )
 
 
 @dataclass

@@ -76,7 +76,7 @@ def mbr_complete(start, step, prefixes, n_words, settings: MBR, banned: np.ndarr
 
 
 class TorchScorer:
-    """A RecurrentLM checkpoint, batched: the fastest way to score it on a CPU."""
+    """A checkpoint's model (training.models.build_model), batched: the fastest way to score it on a CPU."""
 
     def __init__(self, model, vocab: Vocab, batch_size: int = 256):
         self.model = model.eval()

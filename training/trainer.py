@@ -191,9 +191,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         log.info("data %s", json.dumps(stats))
         log.info("config %s", json.dumps(config.to_dict()))
 
-    from training.models import RecurrentLM, count_parameters
+    from training.models import build_model, count_parameters
 
-    model = RecurrentLM(config.model)
+    model = build_model(config.model)
     if config.init_from:
         model.load_state_dict(checkpoint.load(config.init_from)["model"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
