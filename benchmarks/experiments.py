@@ -116,11 +116,14 @@ def carried_records(earlier: Path, present: set[str], shipped_config: str) -> li
         records = json.loads(earlier.read_text(encoding="utf-8"))["rows"]
     except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
         raise UserError(f"{earlier} is not an experiments table ({e}); move it away to start a new one") from None
+    # The shipped model's greedy row of that table: the reference its rows were timed beside.
+    reference = next((r["latency_p50_ms"] for r in records if r["name"] == "shipped, greedy"), {})
     kept = []
     for record in records:
         if record["config"] in present or record["config"] == shipped_config:
             continue
         record = dict(record)
+        record.setdefault("latency_vs_shipped", relative_latency(record["latency_p50_ms"], reference))
         if record["name"].startswith("shipped,"):
             record["name"] = PREVIOUSLY_SHIPPED + record["name"].removeprefix("shipped")
         if not record.get("note", "").startswith(CARRIED):
@@ -234,15 +237,20 @@ def ngram_row(report_path: Path, model_path: Path | None) -> dict:
     return row
 
 
+def relative_latency(latency: dict, reference: dict) -> dict:
+    """Each per-token p50 over the shipped model's, measured in the same run: comparable across runs and machines."""
+    return {key: ms / reference[key] for key, ms in latency.items() if reference.get(key)}
+
+
 def write_table(rows: list[Row], shipped: list[Row], carried: list[dict], ngram: dict | None, out: Path) -> None:
-    records = [row_record(r) for r in [*shipped, *rows]] + carried
+    records = [row_record(r, shipped[0].latency) for r in [*shipped, *rows]] + carried
     data = {"rows": records, "ngram": ngram, "anchors": ANCHORS, "latency": [f"{t} {f}" for t, f in LATENCY]}
     (out / "experiments.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     (out / "experiments.md").write_text(markdown(records, ngram), encoding="utf-8")
     chart(records, ngram, out / "chart-quality-size.png")
 
 
-def row_record(row: Row) -> dict:
+def row_record(row: Row, reference: dict) -> dict:
     return {
         "name": row.name,
         "config": row.config,
@@ -253,6 +261,7 @@ def row_record(row: Row) -> dict:
         "perplexity": row.quality.get("perplexity"),
         "n": row.quality["n"],
         "latency_p50_ms": row.latency,
+        "latency_vs_shipped": relative_latency(row.latency, reference),
         "note": row.note,
     }
 
@@ -264,37 +273,39 @@ def _f(value, digits: int = 4) -> str:
 def markdown(records: list[dict], ngram: dict | None) -> str:
     header = (
         "| model | parameters | int8 MB (ONNX / TFLite) | ROUGE-1 | ROUGE-2 | ROUGE-L | top-1 | top-3 | "
-        "keystrokes saved | ms/token native (ONNX / TFLite) | ms/token emulated aarch64 (TFLite) |"
+        "keystrokes saved | ms/token native (ONNX / TFLite) | ms/token emulated aarch64 (TFLite) | "
+        "ms/token over the shipped model's, same run (native TFLite / emulated) |"
     )
-    lines = [header, "|" + "---|" * 11]
+    lines = [header, "|" + "---|" * 12]
     for r in records:
-        lat = r["latency_p50_ms"]
+        lat, rel = r["latency_p50_ms"], r.get("latency_vs_shipped", {})
         mark = " \u2020" if r.get("note", "").startswith(CARRIED) else ""
         lines.append(
             f"| {r['name']}{mark} | {r['parameters'] / 1e6:.2f}M | "
             f"{r['int8_onnx_mb']:.2f} / {r['int8_tflite_mb']:.2f} | "
             + " | ".join(_f(r[k]) for k in FIGURES[:5])
             + f" | {r['keystroke_savings']:.3f} | {_f(lat.get('native model.int8.onnx'), 3)} / "
-            f"{_f(lat.get('native model.int8.tflite'), 3)} | {_f(lat.get('emulated-aarch64 model.int8.tflite'), 2)} |"
+            f"{_f(lat.get('native model.int8.tflite'), 3)} | {_f(lat.get('emulated-aarch64 model.int8.tflite'), 2)} | "
+            f"{_f(rel.get('native model.int8.tflite'), 2)} / {_f(rel.get('emulated-aarch64 model.int8.tflite'), 2)} |"
         )
     if ngram:
         size = f"{ngram['size_mb']:.1f} (pickled tables)" if "size_mb" in ngram else "—"
         lines.append(f"| {ngram['name']} | — | {size} | " + " | ".join(_f(ngram[k]) for k in FIGURES[:5])
-                     + f" | {ngram['keystroke_savings']:.3f} | — | — |")  # fmt: skip
+                     + f" | {ngram['keystroke_savings']:.3f} | — | — | — |")  # fmt: skip
     for a in ANCHORS:
         params = f"{a['parameters'] / 1e6:.1f}M" if "parameters" in a else "—"
         size = f"{a['size_mb']} (fp32)" if "size_mb" in a else "—"
         figures = " | ".join(_f(a.get(k), 4 if k != "top3" else 3) for k in FIGURES[:5])
-        lines.append(f"| {a['name']} ({a['source']}) | {params} | {size} | {figures} | — | — | — |")
+        lines.append(f"| {a['name']} ({a['source']}) | {params} | {size} | {figures} | — | — | — | — |")
     sources = "\n".join(f"- `{r['name']}`: `{r['config']}`" for r in records)
     return (
         "# Experiments\n\n"
         "Every model row: the quality protocol on the Sentiment140 test split "
         f"({records[0]['n']} texts), greedy completions, the bundle's `model.int8.onnx`; per-token p50 of the int8 "
         "files measured one after another in one run, with the same prompts. \u2020: carried over from an earlier "
-        "run of this table, whose run folder is gone; its latency was measured beside that run's rows.\n\n"
-        + "\n".join(lines)
-        + "\n\n"
+        "run of this table, whose run folder is gone; its latency was measured beside that run's rows, perhaps on "
+        "another machine: compare it through the last column, each row's latency over the shipped model's in the "
+        "run that timed it.\n\n" + "\n".join(lines) + "\n\n"
         "Configs:\n\n" + sources + "\n"
     )
 

@@ -81,15 +81,16 @@ def test_decoding_latency_times_every_decoding_on_every_prompt(exported_bundle, 
 
 
 def test_rows_whose_run_is_gone_are_carried_over_and_marked(tmp_path):
-    def record(name, config):
+    def record(name, config, tflite_ms):
         return {"name": name, "config": config, "parameters": 3_000_000, "int8_onnx_mb": 3.3, "int8_tflite_mb": 3.4,
-                **QUALITY, "latency_p50_ms": {"native model.int8.onnx": 0.4}, "note": ""}  # fmt: skip
+                **QUALITY, "latency_p50_ms": {"native model.int8.onnx": 0.4, "native model.int8.tflite": tflite_ms},
+                "note": ""}  # fmt: skip
 
     earlier = tmp_path / "experiments.json"
     earlier.write_text(json.dumps({"rows": [
-        record("shipped, greedy", "a.json -> b.json"),
-        record("gru256", "configs/experiments/gru256.json"),
-        record("lstm128", "configs/experiments/lstm128.json"),
+        record("shipped, greedy", "a.json -> b.json", 0.25),
+        record("gru256", "configs/experiments/gru256.json", 0.2),
+        record("lstm128", "configs/experiments/lstm128.json", 0.125),
     ]}))  # fmt: skip
 
     # gru256 was run again: its fresh row wins. The shipped model changed: its old rows stay, renamed.
@@ -97,6 +98,9 @@ def test_rows_whose_run_is_gone_are_carried_over_and_marked(tmp_path):
     assert [r["name"] for r in kept] == ["previously shipped, greedy", "lstm128"]
     assert all(r["note"].startswith(experiments.CARRIED) for r in kept)
     assert "| lstm128 \u2020 | 3.00M |" in experiments.markdown(kept, None)
+    # Timed beside the shipped model of its own run: half its per-token latency, whatever the machine was.
+    assert kept[1]["latency_vs_shipped"] == {"native model.int8.onnx": 1.0, "native model.int8.tflite": 0.5}
+    assert "| 0.50 / — |" in experiments.markdown(kept, None)
 
     # The same shipped model: its rows are made afresh from its reports, not carried.
     assert [r["name"] for r in experiments.carried_records(earlier, set(), "a.json -> b.json")] == [
