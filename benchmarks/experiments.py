@@ -12,8 +12,9 @@ new:
    split, greedy, with the bundle's model.int8.onnx, as the runtime loads
    it by default: <out_dir>/bundle/eval-int8-onnx-test.json.
 
-Latency is measured in this run for every row, one after another with the
-same prompts (benchmarks.bench's workers, one process each): per-token p50
+Latency is measured in this run for every row, the rows taking turns with
+the same prompts for three rounds, the median kept (benchmarks.bench's
+workers, one process each): per-token p50
 of model.int8.onnx and model.int8.tflite natively on one thread, and of
 model.int8.tflite under emulated aarch64 when that target is set up
 (python -m benchmarks.setup_aarch64).
@@ -36,6 +37,7 @@ import argparse
 import json
 import logging
 import shutil
+import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,8 +207,13 @@ def describe(row: Row) -> None:
         row.sizes[name] = manifest.verify_file(manifest.file(name)).stat().st_size
 
 
-def measure_latency(rows: list[Row], out: Path, emulated: bool) -> None:
-    """Per-token p50 of each row's int8 files, every row in this one run with the same prompts."""
+def measure_latency(rows: list[Row], out: Path, emulated: bool, rounds: int = 3) -> None:
+    """Per-token p50 of each row's int8 files, every row in this one run with the same prompts.
+
+    The rows take turns, a process each, `rounds` times over; a row's figure
+    is the median of its rounds, so a burst of load on a shared machine
+    lands on every row alike or on one round only.
+    """
     from benchmarks.bench import ModelEntry, _emulator, _prompts, measure
     from benchmarks.config import BenchConfig
     from benchmarks.targets import target
@@ -217,14 +224,19 @@ def measure_latency(rows: list[Row], out: Path, emulated: bool) -> None:
     prompts, _ = _prompts(config)
     emulator = _emulator(config) if emulated else None
     workers = out / "workers"
-    for t, file in pairs:
-        for row in rows:
-            spec = {"kind": "bundle", "bundle": str(row.bundle), "file": file, "backend": "auto"}
-            entry = ModelEntry(row.name, file, "int8", spec, row.sizes[file], True)
-            record = measure(entry, target(t), prompts, config, workers / row.name, emulator)
-            if record["status"] != "ok":
-                raise UserError(f"{row.name} {file} on {t}: {record['status']} ({record.get('error')})")
-            row.latency[f"{t} {file}"] = record["token_ms_p50"]
+    p50s: dict[tuple[str, str], list[float]] = {}
+    for _ in range(rounds):
+        for t, file in pairs:
+            for row in rows:
+                spec = {"kind": "bundle", "bundle": str(row.bundle), "file": file, "backend": "auto"}
+                entry = ModelEntry(row.name, file, "int8", spec, row.sizes[file], True)
+                record = measure(entry, target(t), prompts, config, workers / row.name, emulator)
+                if record["status"] != "ok":
+                    raise UserError(f"{row.name} {file} on {t}: {record['status']} ({record.get('error')})")
+                p50s.setdefault((row.name, f"{t} {file}"), []).append(record["token_ms_p50"])
+    for row in rows:
+        for t, file in pairs:
+            row.latency[f"{t} {file}"] = statistics.median(p50s[row.name, f"{t} {file}"])
     shutil.rmtree(workers, ignore_errors=True)  # the workers' files quote the prompts
 
 
@@ -364,8 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ngram-model", help="the n-gram's ngram.pkl.gz, for its size")
     parser.add_argument("--data", default=str(data_root() / "sentiment140" / "tweets.txt"))
     parser.add_argument("--no-emulated", action="store_true", help="skip the emulated-aarch64 latency")
+    parser.add_argument("--rounds", type=int, default=3, help="latency rounds, rows taking turns; the median counts")
     parser.add_argument("--out", default="artifacts/experiments")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
     try:
         paths = [Path(p) for p in args.configs] or sorted(Path(CONFIGS).glob("*.json"))
@@ -377,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in [*shipped, *rows]:
             describe(row)
         out.mkdir(parents=True, exist_ok=True)
-        measure_latency([shipped[0], *rows], out, emulated=not args.no_emulated)
+        measure_latency([shipped[0], *rows], out, emulated=not args.no_emulated, rounds=args.rounds)
         for row in shipped[1:]:
             row.latency = shipped[0].latency  # one model: decoding changes the steps taken, not a step's cost
         ngram_path = Path(args.ngram_model) if args.ngram_model else None

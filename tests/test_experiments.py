@@ -109,3 +109,32 @@ def test_rows_whose_run_is_gone_are_carried_over_and_marked(tmp_path):
     earlier.write_text("not json")
     with pytest.raises(UserError, match="is not an experiments table"):
         experiments.carried_records(earlier, set(), "x")
+
+
+def test_rows_take_turns_and_each_keeps_the_median_of_its_rounds(exported_bundle, tmp_path, monkeypatch):
+    from benchmarks import bench
+
+    calls = []
+    # A burst of load in round two: it lands on one round of every row, and no row keeps it.
+    timings = {
+        ("a", "model.int8.onnx"): iter([0.10, 0.90, 0.12]),
+        ("a", "model.int8.tflite"): iter([0.05, 0.50, 0.06]),
+        ("b", "model.int8.onnx"): iter([0.20, 1.80, 0.22]),
+        ("b", "model.int8.tflite"): iter([0.10, 1.00, 0.11]),
+    }
+
+    def fake_measure(entry, target, prompts, config, workdir, emulator):
+        calls.append((entry.model, entry.file))
+        return {"status": "ok", "token_ms_p50": next(timings[entry.model, entry.file])}
+
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    rows = [experiments.Row(name, "c.json", exported_bundle) for name in ("a", "b")]
+    for row in rows:
+        experiments.describe(row)
+    experiments.measure_latency(rows, tmp_path, emulated=False, rounds=3)
+
+    one_round = [("a", "model.int8.onnx"), ("b", "model.int8.onnx"), ("a", "model.int8.tflite"),
+                 ("b", "model.int8.tflite")]  # fmt: skip
+    assert calls == one_round * 3
+    assert rows[0].latency == {"native model.int8.onnx": 0.12, "native model.int8.tflite": 0.06}
+    assert rows[1].latency == {"native model.int8.onnx": 0.22, "native model.int8.tflite": 0.11}
