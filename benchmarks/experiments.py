@@ -339,7 +339,8 @@ def chart(records: list[dict], ngram: dict | None, path: Path) -> None:
             if (r["parameters"], r[figure]) in shown:
                 continue
             shown.add((r["parameters"], r[figure]))
-            ax.scatter(r["parameters"], r[figure], color="tab:blue")
+            shipped = r["name"].startswith("shipped")
+            ax.scatter(r["parameters"], r[figure], color="tab:orange" if shipped else "tab:blue")
             ax.annotate(r["name"], (r["parameters"], r[figure]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         lines = [(a["name"], a.get(figure), "tab:gray", "--") for a in ANCHORS if a.get("parameters") is None]
         if ngram is not None:
