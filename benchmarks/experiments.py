@@ -102,6 +102,7 @@ class Row:
     note: str = ""
 
 
+SHIPPED_GREEDY = "shipped, greedy"  # the shipped row the variants, and the latency ratios, refer to
 CARRIED = "carried over: figures and latency as measured in an earlier run of this table"
 PREVIOUSLY_SHIPPED = "previously shipped"
 
@@ -119,7 +120,7 @@ def carried_records(earlier: Path, present: set[str], shipped_config: str) -> li
     except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
         raise UserError(f"{earlier} is not an experiments table ({e}); move it away to start a new one") from None
     # The shipped model's greedy row of that table: the reference its rows were timed beside.
-    reference = next((r["latency_p50_ms"] for r in records if r["name"] == "shipped, greedy"), {})
+    reference = next((r["latency_p50_ms"] for r in records if r["name"] == SHIPPED_GREEDY), {})
     kept = []
     for record in records:
         if record["config"] in present or record["config"] == shipped_config:
@@ -186,7 +187,7 @@ def shipped_rows(bundle: Path, config: str) -> list[Row]:
     if not rows:
         raise UserError(f"{bundle} has no test-split report of {QUALITY_FILE}: run edgecomplete eval --split test")
     # Greedy first: the row the variants compare with.
-    return sorted(rows, key=lambda r: r.name != "shipped, greedy")
+    return sorted(rows, key=lambda r: r.name != SHIPPED_GREEDY)
 
 
 def decoding_name(report: dict) -> str:
@@ -224,19 +225,21 @@ def measure_latency(rows: list[Row], out: Path, emulated: bool, rounds: int = 3)
     prompts, _ = _prompts(config)
     emulator = _emulator(config) if emulated else None
     workers = out / "workers"
+    turns = []  # (row, target, entry), in the order of one round
+    for t, file in pairs:
+        for row in rows:
+            spec = {"kind": "bundle", "bundle": str(row.bundle), "file": file, "backend": "auto"}
+            turns.append((row, t, ModelEntry(row.name, file, "int8", spec, row.sizes[file], True)))
     p50s: dict[tuple[str, str], list[float]] = {}
     for _ in range(rounds):
-        for t, file in pairs:
-            for row in rows:
-                spec = {"kind": "bundle", "bundle": str(row.bundle), "file": file, "backend": "auto"}
-                entry = ModelEntry(row.name, file, "int8", spec, row.sizes[file], True)
-                record = measure(entry, target(t), prompts, config, workers / row.name, emulator)
-                if record["status"] != "ok":
-                    raise UserError(f"{row.name} {file} on {t}: {record['status']} ({record.get('error')})")
-                p50s.setdefault((row.name, f"{t} {file}"), []).append(record["token_ms_p50"])
-    for row in rows:
-        for t, file in pairs:
-            row.latency[f"{t} {file}"] = statistics.median(p50s[row.name, f"{t} {file}"])
+        for row, t, entry in turns:
+            record = measure(entry, target(t), prompts, config, workers / row.name, emulator)
+            if record["status"] != "ok":
+                raise UserError(f"{row.name} {entry.file} on {t}: {record['status']} ({record.get('error')})")
+            p50s.setdefault((row.name, f"{t} {entry.file}"), []).append(record["token_ms_p50"])
+    for row, t, entry in turns:
+        key = f"{t} {entry.file}"
+        row.latency[key] = statistics.median(p50s[row.name, key])
     shutil.rmtree(workers, ignore_errors=True)  # the workers' files quote the prompts
 
 
@@ -314,7 +317,8 @@ def markdown(records: list[dict], ngram: dict | None) -> str:
         "# Experiments\n\n"
         "Every model row: the quality protocol on the Sentiment140 test split "
         f"({records[0]['n']} texts), greedy completions, the bundle's `model.int8.onnx`; per-token p50 of the int8 "
-        "files measured one after another in one run, with the same prompts. \u2020: carried over from an earlier "
+        "files measured in one run with the same prompts, the rows taking turns for several rounds, the median "
+        "kept. \u2020: carried over from an earlier "
         "run of this table, whose run folder is gone; its latency was measured beside that run's rows, perhaps on "
         "another machine: compare it through the last column, each row's latency over the shipped model's in the "
         "run that timed it.\n\n" + "\n".join(lines) + "\n\n"
